@@ -1,0 +1,68 @@
+"""WebDataset output: one sample per page, written to a temporary name then published."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import webdataset as wds
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def sample_key(source_id: str, page: int) -> str:
+    """A WebDataset-safe key (no dots, no slashes) that stays unique per id and page.
+
+    >>> sample_key("books/war.and.peace", 3)
+    'books_war_and_peace-44bd0712-00003'
+    """
+    safe = _UNSAFE.sub("_", source_id).strip("_")[:64] or "doc"
+    digest = hashlib.sha1(source_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe}-{digest}-{page:05d}"
+
+
+class PageShardWriter:
+    """Writes `{prefix}-{index:06d}.tar` shards, rolling over at max_bytes or max_samples.
+
+    Each tar is written as `.tar.tmp` and renamed when closed, so a tar that
+    exists is complete.
+    """
+
+    def __init__(self, out_dir: str | Path, prefix: str, max_bytes: int = 1 << 30, max_samples: int = 100_000):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.prefix, self.max_bytes, self.max_samples = prefix, max_bytes, max_samples
+        self.shards: list[str] = []
+        self._writer = None
+        self._tmp: Path | None = None
+        self._bytes = self._samples = 0
+
+    def write(self, key: str, png: bytes, text: str, meta: dict) -> None:
+        if self._writer is None or self._bytes >= self.max_bytes or self._samples >= self.max_samples:
+            self._roll()
+        body = json.dumps(meta, ensure_ascii=False).encode()
+        self._writer.write({"__key__": key, "png": png, "txt": text.encode("utf-8"), "json": body})
+        self._bytes += len(png) + len(body) + len(text) + 1536
+        self._samples += 1
+
+    def close(self) -> list[str]:
+        self._publish()
+        return self.shards
+
+    def _roll(self) -> None:
+        self._publish()
+        name = f"{self.prefix}-{len(self.shards):06d}.tar"
+        self._tmp = self.out_dir / (name + ".tmp")
+        self._writer = wds.TarWriter(str(self._tmp))
+        self._bytes = self._samples = 0
+        self.shards.append(name)
+
+    def _publish(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        os.replace(self._tmp, self.out_dir / self.shards[-1])
+        self._writer = None

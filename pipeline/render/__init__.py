@@ -1,0 +1,1 @@
+"""Renderer core: text + RenderConfig -> pages (layout), pages -> pixels (backends)."""

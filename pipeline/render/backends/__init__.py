@@ -1,0 +1,72 @@
+"""Rasterizers: placed pages (layout) -> pixel arrays. One interface, picked by name.
+
+`skia` (default) draws glyph runs straight to pixels; `pdf` builds a PDF with
+reportlab and rasterizes it with poppler, the path of Glyph's own renderer.
+Both draw the same layout, so page breaks and page texts are identical.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from pipeline.render.config import RenderConfig
+from pipeline.render.fonts import FontChain
+from pipeline.render.layout import PageLayout
+
+BACKENDS = ("skia", "pdf")
+
+
+class Rasterizer(Protocol):
+    name: str
+
+    def rasterize(self, cfg: RenderConfig, chain: FontChain, pages: list[PageLayout]) -> Iterator[np.ndarray]:
+        """Yield one uint8 array per page: (H, W) when the palette is gray, else (H, W, 3)."""
+
+
+def get_rasterizer(name: str) -> Rasterizer:
+    if name == "skia":
+        from pipeline.render.backends.skia_backend import SkiaRasterizer
+
+        return SkiaRasterizer()
+    if name == "pdf":
+        from pipeline.render.backends.pdf_backend import PdfRasterizer
+
+        return PdfRasterizer()
+    raise ValueError(f"backend: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def baseline_offset(cfg: RenderConfig, chain: FontChain) -> float:
+    """Distance from a line's top to its baseline: the font's box centred in the leading."""
+    face = chain.primary
+    box = (face.ascent + face.descent) * cfg.font_size
+    return (cfg.line_height - box) / 2 + face.ascent * cfg.font_size
+
+
+def crop_box(cfg: RenderConfig, page: PageLayout, is_last: bool, size: tuple[int, int]) -> tuple[int, int]:
+    """Final (width, height) in pixels after Glyph's auto-crop options.
+
+    Glyph crops to the last ink plus the margin; the layout knows where its
+    lines end, so no pixel scan is needed.
+    """
+    width, height = size
+    sx, sy = cfg.scale * cfg.horizontal_scale, cfg.scale
+    if cfg.auto_crop_width and page.lines:
+        right = max(line.x1 for line in page.lines) + cfg.margin_x
+        width = min(width, max(1, math.ceil(right * sx)))
+    if cfg.auto_crop_last_page and is_last and page.lines:
+        bottom = page.lines[-1].top + cfg.line_height + cfg.margin_y
+        height = min(height, max(1, math.ceil(bottom * sy)))
+    return width, height
+
+
+def line_boxes(cfg: RenderConfig, page: PageLayout) -> list[list[float]]:
+    """[x0, y0, x1, y1, char_start, char_end] per line, in pixels of the final page."""
+    sx, sy = cfg.scale * cfg.horizontal_scale, cfg.scale
+    return [
+        [round(line.x0 * sx, 1), round(line.top * sy, 1), round(line.x1 * sx, 1),
+         round((line.top + cfg.line_height) * sy, 1), line.start, line.end]
+        for line in page.lines
+    ]

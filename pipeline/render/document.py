@@ -1,0 +1,109 @@
+"""Renderer: one document's text -> rendered pages with exact targets and token counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.render.backends import get_rasterizer, line_boxes
+from pipeline.render.config import RenderConfig
+from pipeline.render.fonts import FontChain
+from pipeline.render.layout import Paginator
+from pipeline.render.normalize import normalize_text
+from pipeline.render.png import encode_png
+from pipeline.render.tokens import GLM41V, TextTokenizer, VisionTokenRule
+
+
+@dataclass
+class RenderedPage:
+    index: int
+    text: str  # exactly the characters drawn on this page
+    char_start: int
+    char_end: int
+    pixels: np.ndarray
+    lines: list[list[float]]  # [x0, y0, x1, y1, char_start, char_end] in pixels
+    missing_glyphs: int
+    missing_chars: list[str]
+    text_tokens: int
+    visual_tokens: int
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def png(self) -> bytes:
+        return encode_png(self.pixels)
+
+    def metadata(self) -> dict:
+        return {
+            "page": self.index,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+            "text_tokens": self.text_tokens,
+            "visual_tokens": self.visual_tokens,
+            "compression_ratio": round(self.text_tokens / self.visual_tokens, 4) if self.visual_tokens else 0.0,
+            "missing_glyphs": self.missing_glyphs,
+            "missing_chars": self.missing_chars,
+            "width": self.width,
+            "height": self.height,
+            "lines": self.lines,
+        }
+
+
+@dataclass
+class RenderedDocument:
+    text: str  # the normalized text; pages join back to it
+    pages: list[RenderedPage] = field(default_factory=list)
+    text_tokens: int = 0
+
+    @property
+    def visual_tokens(self) -> int:
+        return sum(page.visual_tokens for page in self.pages)
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.text_tokens / self.visual_tokens if self.visual_tokens else 0.0
+
+
+class Renderer:
+    """Holds what is costly to build (fonts, tokenizer, backend) for many documents."""
+
+    def __init__(self, cfg: RenderConfig, backend: str = "skia", tokenizer: str | TextTokenizer | None = None,
+                 vision: VisionTokenRule = GLM41V):
+        self.cfg = cfg
+        self.chain = FontChain.from_paths(cfg.font_chain)
+        self.paginator = Paginator(cfg, self.chain)
+        self.rasterizer = get_rasterizer(backend)
+        self.tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer(
+            *(tokenizer,) if tokenizer else ())
+        self.vision = vision
+
+    def render(self, raw_text: str, normalized: bool = False) -> RenderedDocument:
+        text = raw_text if normalized else normalize_text(raw_text)
+        layouts = self.paginator.paginate(text)
+        document = RenderedDocument(text=text, text_tokens=self.tokenizer.count(text))
+        for layout, pixels in zip(layouts, self.rasterizer.rasterize(self.cfg, self.chain, layouts)):
+            page_text = text[layout.start:layout.end]
+            height, width = pixels.shape[:2]
+            document.pages.append(RenderedPage(
+                index=layout.index,
+                text=page_text,
+                char_start=layout.start,
+                char_end=layout.end,
+                pixels=pixels,
+                lines=line_boxes(self.cfg, layout),
+                missing_glyphs=layout.missing_glyphs,
+                missing_chars=sorted(layout.missing_chars)[:32],
+                text_tokens=self.tokenizer.count(page_text),
+                visual_tokens=self.vision.tokens(width, height),
+            ))
+        return document
+
+
+def render_document(text: str, cfg: RenderConfig | None = None, backend: str = "skia") -> RenderedDocument:
+    return Renderer(cfg or RenderConfig(), backend).render(text)

@@ -1,0 +1,421 @@
+"""Layout and pagination: (normalized text, RenderConfig) -> pages of placed lines.
+
+Pure logic, no pixels and no I/O. Every character of the text belongs to
+exactly one line and every line to exactly one page, so the page texts join
+back to the text. Both backends draw the runs exactly where they are placed
+here, so they break lines and pages identically.
+
+Breaking follows Glyph's renderer: a newline is a forced line break
+(`newline-markup` "<br/>") or a visible inline marker; lines wrap at spaces,
+between CJK characters, and inside a word only when the word is wider than the
+line. Spaces at a wrap point stay at the end of the line they follow and are
+not drawn; every other space, tab and blank line is kept.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import re
+from dataclasses import dataclass, field
+
+from pipeline.render.config import BREAK_NEWLINE, RenderConfig, parse_color, parse_newline_markup
+from pipeline.render.fonts import REPLACEMENT, FontChain
+
+_CJK = (
+    "\u1100-\u11ff\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3100-\u31ff\u3200-\u9fff"
+    "\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff"
+)
+_TOKEN = re.compile(rf" +|\t|\n|[{_CJK}]|[^ \t\n{_CJK}]+")
+_SPACE, _TAB, _NEWLINE, _WORD = 0, 1, 2, 3
+
+
+@dataclass
+class Run:
+    """Characters drawn with one font (index into the chain), starting at x (pt).
+
+    Each glyph advances by its font's own advance width, exactly as measured here.
+    """
+
+    font: int
+    text: str
+    x: float
+    color: str | None = None  # None: the config's font colour
+
+
+@dataclass
+class Line:
+    start: int  # span in the normalized text, [start, end)
+    end: int
+    top: float  # pt from the top of the page
+    x0: float  # drawn extent, pt from the left of the page
+    x1: float
+    runs: list[Run] = field(default_factory=list)
+    label: Run | None = None  # the source line number in the gutter (not part of the text)
+
+    def drawn_runs(self) -> list[Run]:
+        return self.runs if self.label is None else [self.label, *self.runs]
+
+
+@dataclass
+class Block:
+    """The part of one paragraph on one page: where its background and border go."""
+
+    top: float
+    bottom: float
+
+
+@dataclass
+class PageLayout:
+    index: int
+    start: int
+    end: int
+    lines: list[Line] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+    missing_glyphs: int = 0
+    missing_chars: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Token:
+    kind: int
+    start: int
+    end: int
+    width: float  # pt; tabs get theirs when placed
+
+
+class _Measure:
+    """Character and token widths in points, cached per document."""
+
+    def __init__(self, chain: FontChain, cfg: RenderConfig, marker: str | None):
+        self.chain, self.size = chain, cfg.font_size
+        self._char: dict[str, float] = {}
+        self._word: dict[str, float] = {}
+        self._font: dict[str, int | None] = {}
+        self.space = self.char(" ")
+        self.tab_stop = self.space * cfg.tab_size
+        self.marker = sum(self.char(c) for c in marker) if marker else 0.0
+
+    def char(self, ch: str) -> float:
+        width = self._char.get(ch)
+        if width is None:
+            width = self._char[ch] = self.chain.lookup(ch)[1] * self.size
+        return width
+
+    def font_of(self, text: str) -> int | None:
+        """The one font that has every character of `text`, or None if it takes several."""
+        font = self._font.get(text, -9)
+        if font == -9:
+            fonts = {self.chain.lookup(ch)[0] for ch in set(text)}
+            font = fonts.pop() if len(fonts) == 1 else None
+            if font is not None and font < 0:
+                font = None
+            if len(text) < 64:
+                self._font[text] = font
+        return font
+
+    def word(self, text: str) -> float:
+        width = self._word.get(text)
+        if width is None:
+            char = self.char
+            width = sum(map(char, text))
+            if len(text) < 64:
+                self._word[text] = width
+        return width
+
+
+class Paginator:
+    """Breaks one document into lines and pages under one config."""
+
+    def __init__(self, cfg: RenderConfig, chain: FontChain | None = None):
+        self.cfg = cfg
+        self.chain = chain or FontChain.from_paths(cfg.font_chain)
+        self.break_newlines = cfg.newline_markup == BREAK_NEWLINE
+        self.marker = None if self.break_newlines else parse_newline_markup(cfg.newline_markup)
+        self.gutter = 0.0
+
+    # -- public -------------------------------------------------------------
+    def paginate(self, text: str) -> list[PageLayout]:
+        self.text = text
+        self.measure = _Measure(self.chain, self.cfg, self.marker[0] if self.marker else None)
+        if self.cfg.line_numbers:
+            digits = len(str(text.count("\n") + 1))
+            self.gutter = (digits + 1) * self.measure.char("0")
+        self.pages: list[PageLayout] = []
+        self.line_number = 1
+        self._new_page(0)
+        for para_start, para_end in self._paragraphs():
+            self._lay_paragraph(para_start, para_end)
+        self._close_page(len(text))
+        for page in self.pages:
+            self._count_missing(page)
+        return self.pages
+
+    # -- paragraphs ------------------------------------------------------------
+    def _paragraphs(self):
+        """Spans of paragraphs (runs of non-blank lines) and of single blank lines.
+
+        With a visible newline marker the whole text flows as one paragraph.
+        """
+        text = self.text
+        if not self.break_newlines:
+            yield 0, len(text)
+            return
+        start = 0
+        for blank in re.finditer(r"(?<![^\n])\n", text):  # a newline opening a blank line
+            if blank.start() > start:
+                yield start, blank.start()
+            yield blank.start(), blank.end()
+            start = blank.end()
+        if start < len(text) or not text:
+            yield start, len(text)
+
+    def _lay_paragraph(self, start: int, end: int) -> None:
+        cfg = self.cfg
+        is_blank = self.text[start:end] == "\n"
+        block_open = False
+        if not is_blank and self.cursor > cfg.text_top + 1e-9:
+            self.cursor += cfg.space_before
+        first = True
+        for hard_start, hard_end, newline in self._hard_lines(start, end):
+            number = self.line_number if cfg.line_numbers else None
+            self.line_number += 1
+            lines = self._wrap(hard_start, hard_end, first and not is_blank)
+            for index, (tokens, width, x_offset, last) in enumerate(lines):
+                line_end = tokens[-1].end if tokens else hard_start
+                if last and newline:
+                    line_end += 1
+                if not self._fits():
+                    self._close_page(self.pages[-1].lines[-1].end if self.pages[-1].lines else start)
+                    self._new_page(self.pages[-1].end)
+                    block_open = False
+                if not is_blank and not block_open:
+                    self.pages[-1].blocks.append(Block(self.cursor, self.cursor))
+                    block_open = True
+                line = self._place(tokens, width, x_offset, last, line_end)
+                if index == 0 and number is not None:
+                    line.label = self._label(number)
+                self._append(line)
+                if block_open:
+                    self.pages[-1].blocks[-1].bottom = self.cursor
+            first = False
+        if not is_blank:
+            self.cursor += cfg.space_after
+
+    def _hard_lines(self, start: int, end: int):
+        """(start, end, ends_with_newline) for each source line of a paragraph."""
+        if not self.break_newlines:
+            yield start, end, False
+            return
+        pos = start
+        while pos < end:
+            newline = self.text.find("\n", pos, end)
+            if newline < 0:
+                yield pos, end, False
+                return
+            yield pos, newline, True
+            pos = newline + 1
+        if start == end:
+            yield start, end, False
+
+    # -- wrapping --------------------------------------------------------------
+    def _tokens(self, start: int, end: int):
+        measure, marker_width = self.measure, self.measure.marker
+        for m in _TOKEN.finditer(self.text, start, end):
+            s, e = m.span()
+            first = self.text[s]
+            if first == " ":
+                yield _Token(_SPACE, s, e, measure.space * (e - s))
+            elif first == "\t":
+                yield _Token(_TAB, s, e, 0.0)
+            elif first == "\n":
+                yield _Token(_NEWLINE, s, e, marker_width)
+            else:
+                yield _Token(_WORD, s, e, measure.word(m.group()))
+
+    def _wrap(self, start: int, end: int, paragraph_start: bool):
+        """Greedy line filling of one source line.
+
+        Returns [(tokens, content width, indent, is last line)].
+        """
+        full = self.cfg.text_width - self.gutter
+        indent = self.cfg.first_line_indent if paragraph_start else 0.0
+        fill = _LineFill(full - indent, indent)
+        out: list[tuple[list[_Token], float, float, bool]] = []
+
+        def flush() -> None:
+            nonlocal fill
+            out.append((fill.tokens, fill.content, fill.indent, False))
+            fill = _LineFill(full, 0.0)
+
+        for tok in self._tokens(start, end):
+            if tok.kind == _SPACE:
+                fill.add_space(tok)
+            elif tok.kind == _TAB:
+                stop = self.measure.tab_stop
+                tok.width = stop - (fill.x % stop)
+                fill.add_space(tok)
+            elif fill.x + tok.width <= fill.avail + 1e-9:
+                fill.add_word(tok)
+            elif fill.tokens and (fill.has_word or tok.width <= full + 1e-9):
+                flush()
+                if tok.width <= fill.avail + 1e-9:
+                    fill.add_word(tok)
+                else:
+                    self._break_word(tok, lambda: fill, flush)
+            else:
+                self._break_word(tok, lambda: fill, flush)
+        out.append((fill.tokens, fill.content, fill.indent, True))
+        return out
+
+    def _break_word(self, tok: _Token, current, flush) -> None:
+        """Split a word wider than the room left into pieces by character."""
+        widths = list(itertools.accumulate(map(self.measure.char, self.text[tok.start:tok.end]), initial=0.0))
+        pos, size = 0, len(widths) - 1
+        while pos < size:
+            fill = current()
+            room = fill.avail - fill.x
+            cut = bisect.bisect_right(widths, widths[pos] + room + 1e-9) - 1
+            if cut <= pos:
+                if fill.tokens:  # nothing fits after what is already on the line
+                    flush()
+                    continue
+                cut = pos + 1  # a single character wider than the line
+            fill.add_word(_Token(_WORD, tok.start + pos, tok.start + cut, widths[cut] - widths[pos]))
+            pos = cut
+            if pos < size:
+                flush()
+
+    # -- placing ---------------------------------------------------------------
+    def _place(self, tokens: list[_Token], width: float, indent: float, last: bool, end: int) -> Line:
+        cfg = self.cfg
+        left = cfg.text_left + self.gutter + indent
+        avail = cfg.text_width - self.gutter - indent
+        gap_extra = 0.0
+        if cfg.alignment == "RIGHT":
+            left += max(avail - width, 0.0)
+        elif cfg.alignment == "CENTER":
+            left += max(avail - width, 0.0) / 2
+        elif cfg.alignment == "JUSTIFY" and not last:
+            gaps = _inner_space_tokens(tokens)
+            if gaps:
+                gap_extra = max(avail - width, 0.0) / len(gaps)
+        start = tokens[0].start if tokens else end
+        line = Line(start=start, end=end, top=0.0, x0=left, x1=left + width)
+        line.runs = self._runs(tokens, left, gap_extra)
+        if gap_extra:
+            line.x1 = left + avail
+        return line
+
+    def _runs(self, tokens: list[_Token], left: float, gap_extra: float) -> list[Run]:
+        """Drawable runs: split where the font changes, at tabs, newlines and stretched gaps."""
+        text, font_of = self.text, self.measure.font_of
+        runs: list[Run] = []
+        x = left
+        words = [i for i, t in enumerate(tokens) if t.kind == _WORD]
+        first_word, last_word = (words[0], words[-1]) if words else (len(tokens), -1)
+        current: Run | None = None
+        for index, tok in enumerate(tokens):
+            if tok.kind == _TAB or (tok.kind == _SPACE and index > last_word):
+                current = None
+            elif tok.kind == _NEWLINE:
+                marker, color = self.marker
+                self._mixed_runs(marker, x, runs, color)
+                current = None
+            else:
+                piece = text[tok.start:tok.end]
+                font = font_of(piece)
+                if font is None:
+                    self._mixed_runs(piece, x, runs, None)
+                    current = None
+                elif current is not None and current.font == font:
+                    current.text += piece
+                else:
+                    current = Run(font, piece, x)
+                    runs.append(current)
+            x += tok.width
+            if gap_extra and tok.kind == _SPACE and first_word < index < last_word:
+                x += gap_extra
+                current = None
+        return runs
+
+    def _label(self, number: int) -> Run:
+        """A right-aligned line number, one digit's width left of the text."""
+        label = str(number)
+        x = self.cfg.text_left + self.gutter - self.measure.char("0") - self.measure.word(label)
+        fg, bg = parse_color(self.cfg.font_color), parse_color(self.cfg.page_bg_color)
+        r, g, b = ((a + c) // 2 for a, c in zip(fg, bg))
+        return Run(0, label, x, f"#{r:02X}{g:02X}{b:02X}")
+
+    def _mixed_runs(self, piece: str, x: float, runs: list[Run], color: str | None) -> None:
+        """Runs for text whose characters need different fonts (the fallback chain)."""
+        lookup, char = self.chain.lookup, self.measure.char
+        current: Run | None = None
+        for ch in piece:
+            font, _ = lookup(ch)
+            width = char(ch)
+            if font == -1:  # invisible: no room, nothing drawn
+                continue
+            if font == -2:  # no font has it: drawn as U+FFFD, counted as missing
+                font, ch = self.chain.replacement_font(), REPLACEMENT
+            if current is None or current.font != font:
+                current = Run(font, "", x, color)
+                runs.append(current)
+            current.text += ch
+            x += width
+
+    # -- pages -----------------------------------------------------------------
+    def _new_page(self, start: int) -> None:
+        self.pages.append(PageLayout(index=len(self.pages), start=start, end=start))
+        self.cursor = self.cfg.text_top
+
+    def _close_page(self, end: int) -> None:
+        self.pages[-1].end = end
+
+    def _fits(self) -> bool:
+        bottom = self.cfg.text_top + self.cfg.text_height
+        return self.cursor + self.cfg.line_height <= bottom + 1e-6 or not self.pages[-1].lines
+
+    def _append(self, line: Line) -> None:
+        page = self.pages[-1]
+        line.start = page.lines[-1].end if page.lines else page.start
+        line.top = self.cursor
+        page.lines.append(line)
+        page.end = line.end
+        self.cursor += self.cfg.line_height
+
+    def _count_missing(self, page: PageLayout) -> None:
+        lookup = self.chain.lookup
+        for ch in set(self.text[page.start:page.end]):
+            if lookup(ch)[0] == -2:
+                page.missing_chars.add(ch)
+        if page.missing_chars:
+            chunk = self.text[page.start:page.end]
+            page.missing_glyphs = sum(chunk.count(ch) for ch in page.missing_chars)
+
+
+def _inner_space_tokens(tokens: list[_Token]) -> list[_Token]:
+    words = [i for i, t in enumerate(tokens) if t.kind == _WORD]
+    if len(words) < 2:
+        return []
+    return [t for t in tokens[words[0]:words[-1]] if t.kind == _SPACE]
+
+
+
+class _LineFill:
+    """The line being filled: its tokens, pen position and width of visible content."""
+
+    def __init__(self, avail: float, indent: float):
+        self.avail, self.indent = avail, indent
+        self.tokens: list[_Token] = []
+        self.x = self.content = 0.0
+        self.has_word = False
+
+    def add_space(self, tok: _Token) -> None:
+        self.tokens.append(tok)
+        self.x += tok.width
+
+    def add_word(self, tok: _Token) -> None:
+        self.tokens.append(tok)
+        self.x += tok.width
+        self.content, self.has_word = self.x, True

@@ -1,0 +1,95 @@
+"""Seeded style sampler over the Glyph paper's pre-training rendering ranges.
+
+Same seed, same config. Draws that make an invalid config (a page too small
+for its margins, a hanging indent past the margin, ...) are rejected and redrawn.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pipeline.render import fonts
+from pipeline.render.config import RenderConfig, RenderConfigError
+
+PAGE_SIZES = {
+    "A4": (595, 842), "Letter": (612, 792), "Legal": (612, 1008), "A5": (420, 595),
+    "B5": (499, 709), "A3": (842, 1191), "B4": (709, 1001), "Tabloid": (792, 1224),
+}
+ASPECT_RATIOS = (1.414, 1.333, 1.5, 1.778)
+DPI_SET = (72, 80, 96, 100, 110, 120, 144, 150, 300)
+FONT_SIZES = (7, 7.5, 8, 9, 9.5, 10, 11, 12, 14)
+FAMILIES = {"serif": fonts.SERIF, "sans": fonts.SANS, "mono": fonts.MONO}
+H_SCALES = ((1.0, 0.5), (0.95, 0.2), (0.9, 0.12), (0.85, 0.08), (0.8, 0.06), (0.75, 0.04))
+LIGHT = (("#FFFFFF", "#000000"), ("#FFFFFF", "#222222"), ("#FAF8F0", "#1A1A1A"), ("#F2F2F2", "#000000"),
+         ("#FFFFFF", "#1F2A44"))
+DARK = (("#1E1E1E", "#D4D4D4"), ("#000000", "#FFFFFF"), ("#282C34", "#ABB2BF"), ("#121212", "#E0E0E0"))
+NEWLINE_MARKER = '<font color="#FF0000"> \\n </font>'
+MAX_TRIES = 100
+
+
+class StyleSampler:
+    def __init__(self, seed: int | str = 0):
+        self.seed = seed
+
+    def sample(self, key: str | int = "") -> RenderConfig:
+        """The config for `key` (for example a document id) under this sampler's seed."""
+        rng = random.Random(f"{self.seed}:{key}")
+        for _ in range(MAX_TRIES):
+            try:
+                return RenderConfig(**self._draw(rng))
+            except RenderConfigError:
+                continue
+        raise RuntimeError(f"style sampler: no valid config in {MAX_TRIES} draws (seed {self.seed!r}, key {key!r})")
+
+    @staticmethod
+    def _dpi(rng: random.Random) -> int:
+        bucket = rng.choices(("low", "lowmid", "mid", "set", "high"), weights=(8, 14, 45, 30, 3))[0]
+        if bucket == "set":
+            return rng.choice(DPI_SET)
+        low, high = {"low": (45, 59), "lowmid": (60, 71), "mid": (72, 119), "high": (301, 400)}[bucket]
+        return rng.randint(low, high)
+
+    @staticmethod
+    def _page(rng: random.Random) -> tuple[float, float]:
+        if rng.random() < 0.7:
+            return PAGE_SIZES[rng.choice(sorted(PAGE_SIZES))]
+        width = rng.randint(420, 842)
+        return (width, round(width * rng.choice(ASPECT_RATIOS)))
+
+    def _draw(self, rng: random.Random) -> dict:
+        size = rng.choice(FONT_SIZES)
+        family = rng.choices(sorted(FAMILIES), weights=(15, 45, 40))[0]  # mono, sans, serif
+        dark = rng.random() < 0.2
+        background, foreground = rng.choice(DARK if dark else LIGHT)
+        indent = rng.choices(("none", "first-line", "hanging"), weights=(60, 25, 15))[0]
+        left_indent = first_line = 0.0
+        if indent == "first-line":
+            first_line = rng.randint(8, 30)
+        elif indent == "hanging":
+            left_indent = rng.randint(8, 30)
+            first_line = -left_indent
+        spacing = rng.choices((0, 1, 2), weights=(60, 25, 15))[0]
+        space = (0.0, rng.uniform(2, 4), rng.uniform(6, 12))[spacing]
+        return {
+            "page_size": self._page(rng),
+            "dpi": self._dpi(rng),
+            "margin_x": rng.randint(10, 40),
+            "margin_y": rng.randint(10, 40),
+            "font_path": FAMILIES[family],
+            "font_size": size,
+            "line_height": size + rng.randint(0, 3),
+            "font_color": foreground,
+            "page_bg_color": background,
+            "para_bg_color": background,
+            "para_border_color": background,
+            "alignment": rng.choices(("LEFT", "JUSTIFY", "RIGHT", "CENTER"), weights=(45, 45, 5, 5))[0],
+            "horizontal_scale": rng.choices([s for s, _ in H_SCALES], weights=[w for _, w in H_SCALES])[0],
+            "first_line_indent": first_line,
+            "left_indent": left_indent,
+            "space_before": round(space / 2, 2),
+            "space_after": round(space, 2),
+            "auto_crop_width": rng.random() < 0.5,
+            "auto_crop_last_page": rng.random() < 0.7,
+            "newline_markup": NEWLINE_MARKER if rng.random() < 0.1 else "<br/>",
+            "style": f"random-{'dark' if dark else 'light'}-{family}",
+        }

@@ -1,0 +1,1 @@
+"""Training stages (continual pre-training, SFT, GRPO) on rendered shards. See issue #4."""
