@@ -56,7 +56,8 @@ class PageShardWriter:
         self._publish()
         name = f"{self.prefix}-{len(self.shards):06d}.tar"
         self._tmp = self.out_dir / (name + ".tmp")
-        self._writer = wds.TarWriter(str(self._tmp))
+        # A fixed mtime makes the same pages give the same tar bytes on every run.
+        self._writer = wds.TarWriter(str(self._tmp), mtime=0)
         self._bytes = self._samples = 0
         self.shards.append(name)
 

@@ -1,0 +1,33 @@
+from collections import Counter
+
+from pipeline.render.config import RenderConfig
+from pipeline.render.sampler import DPI_SET, FONT_SIZES, StyleSampler
+
+
+def test_same_seed_same_config_and_different_keys_differ():
+    a, b = StyleSampler(7), StyleSampler(7)
+    assert a.sample("doc-1") == b.sample("doc-1")
+    assert a.sample("doc-1") != a.sample("doc-2") or a.sample("doc-3") != a.sample("doc-4")
+    assert StyleSampler(8).sample("doc-1") != a.sample("doc-1") or StyleSampler(9).sample("doc-1") != a.sample("doc-1")
+
+
+def test_samples_are_valid_and_cover_the_paper_ranges():
+    configs = [StyleSampler(3).sample(i) for i in range(400)]
+    assert all(isinstance(c, RenderConfig) for c in configs)  # validated on construction
+    assert {c.font_size for c in configs} <= set(FONT_SIZES)
+    assert all(0 <= c.line_height - c.font_size <= 3 for c in configs)
+    assert all(10 <= c.margin_x <= 40 and 10 <= c.margin_y <= 40 for c in configs)
+    assert all(0.75 <= c.horizontal_scale <= 1.0 for c in configs)
+    dpis = [c.dpi for c in configs]
+    assert min(dpis) >= 45 and any(d > 300 for d in dpis) and any(d in DPI_SET for d in dpis)
+    medium = sum(72 <= d <= 150 for d in dpis)
+    assert medium > len(dpis) / 2, "medium dpi values are favoured"
+    alignments = Counter(c.alignment for c in configs)
+    assert alignments["LEFT"] + alignments["JUSTIFY"] > 0.8 * len(configs)
+    assert alignments["RIGHT"] > 0 and alignments["CENTER"] > 0
+    assert any(c.first_line_indent < 0 for c in configs) and any(c.first_line_indent > 0 for c in configs)
+    assert any(not c.is_gray or c.page_bg_color != "#FFFFFF" for c in configs)
+    assert any(c.newline_markup != "<br/>" for c in configs)
+    families = Counter(c.style.rsplit("-", 1)[1] for c in configs)
+    assert set(families) == {"serif", "sans", "mono"}
+    assert any("dark" in c.style for c in configs)
