@@ -26,8 +26,9 @@ _CJK = (
     "\u1100-\u11ff\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3100-\u31ff\u3200-\u9fff"
     "\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff"
 )
-_TOKEN = re.compile(rf" +|\t|\n|[{_CJK}]|[^ \t\n{_CJK}]+")
-_SPACE, _TAB, _NEWLINE, _WORD = 0, 1, 2, 3
+# One group per token kind; match.lastindex tells which matched.
+_TOKEN = re.compile(rf"( +)|(\t)|(\n)|([{_CJK}]|[^ \t\n{_CJK}]+)")
+_SPACE, _TAB, _NEWLINE, _WORD = 1, 2, 3, 4
 
 
 @dataclass
@@ -76,12 +77,8 @@ class PageLayout:
     missing_chars: set[str] = field(default_factory=set)
 
 
-@dataclass
-class _Token:
-    kind: int
-    start: int
-    end: int
-    width: float  # pt; tabs get theirs when placed
+# A token is a tuple (kind, start, end, width in pt); tabs get their width when placed.
+_Token = tuple
 
 
 class _Measure:
@@ -95,6 +92,11 @@ class _Measure:
         self.space = self.char(" ")
         self.tab_stop = self.space * cfg.tab_size
         self.marker = sum(self.char(c) for c in marker) if marker else 0.0
+
+    def trim(self, limit: int = 500_000) -> None:
+        if len(self._word) > limit:
+            self._word.clear()
+            self._font.clear()
 
     def char(self, ch: str) -> float:
         width = self._char.get(ch)
@@ -133,14 +135,19 @@ class Paginator:
         self.break_newlines = cfg.newline_markup == BREAK_NEWLINE
         self.marker = None if self.break_newlines else parse_newline_markup(cfg.newline_markup)
         self.gutter = 0.0
+        # Widths depend only on the config: keep the word cache across documents.
+        self.measure = _Measure(self.chain, cfg, self.marker[0] if self.marker else None)
 
     # -- public -------------------------------------------------------------
     def paginate(self, text: str) -> list[PageLayout]:
         self.text = text
-        self.measure = _Measure(self.chain, self.cfg, self.marker[0] if self.marker else None)
+        self.measure.trim()
         if self.cfg.line_numbers:
             digits = len(str(text.count("\n") + 1))
             self.gutter = (digits + 1) * self.measure.char("0")
+        lookup = self.chain.lookup
+        # Most documents need only the primary font: skip per-word font checks then.
+        self.single_font = all(lookup(ch)[0] == 0 for ch in set(text) - {"\n", "\t"})
         self.pages: list[PageLayout] = []
         self.line_number = 1
         self._new_page(0)
@@ -182,7 +189,7 @@ class Paginator:
             self.line_number += 1
             lines = self._wrap(hard_start, hard_end, first and not is_blank)
             for index, (tokens, width, x_offset, last) in enumerate(lines):
-                line_end = tokens[-1].end if tokens else hard_start
+                line_end = tokens[-1][2] if tokens else hard_start
                 if last and newline:
                     line_end += 1
                 if not self._fits():
@@ -220,18 +227,16 @@ class Paginator:
 
     # -- wrapping --------------------------------------------------------------
     def _tokens(self, start: int, end: int):
-        measure, marker_width = self.measure, self.measure.marker
+        space, marker, word = self.measure.space, self.measure.marker, self.measure.word
         for m in _TOKEN.finditer(self.text, start, end):
+            kind = m.lastindex
             s, e = m.span()
-            first = self.text[s]
-            if first == " ":
-                yield _Token(_SPACE, s, e, measure.space * (e - s))
-            elif first == "\t":
-                yield _Token(_TAB, s, e, 0.0)
-            elif first == "\n":
-                yield _Token(_NEWLINE, s, e, marker_width)
+            if kind == _WORD:
+                yield (_WORD, s, e, word(m.group()))
+            elif kind == _SPACE:
+                yield (_SPACE, s, e, space * (e - s))
             else:
-                yield _Token(_WORD, s, e, measure.word(m.group()))
+                yield (kind, s, e, marker if kind == _NEWLINE else 0.0)
 
     def _wrap(self, start: int, end: int, paragraph_start: bool):
         """Greedy line filling of one source line.
@@ -249,17 +254,17 @@ class Paginator:
             fill = _LineFill(full, 0.0)
 
         for tok in self._tokens(start, end):
-            if tok.kind == _SPACE:
+            kind, width = tok[0], tok[3]
+            if kind == _SPACE:
                 fill.add_space(tok)
-            elif tok.kind == _TAB:
+            elif kind == _TAB:
                 stop = self.measure.tab_stop
-                tok.width = stop - (fill.x % stop)
-                fill.add_space(tok)
-            elif fill.x + tok.width <= fill.avail + 1e-9:
+                fill.add_space((_TAB, tok[1], tok[2], stop - (fill.x % stop)))
+            elif fill.x + width <= fill.avail + 1e-9:
                 fill.add_word(tok)
-            elif fill.tokens and (fill.has_word or tok.width <= full + 1e-9):
+            elif fill.tokens and (fill.has_word or width <= full + 1e-9):
                 flush()
-                if tok.width <= fill.avail + 1e-9:
+                if width <= fill.avail + 1e-9:
                     fill.add_word(tok)
                 else:
                     self._break_word(tok, lambda: fill, flush)
@@ -270,7 +275,8 @@ class Paginator:
 
     def _break_word(self, tok: _Token, current, flush) -> None:
         """Split a word wider than the room left into pieces by character."""
-        widths = list(itertools.accumulate(map(self.measure.char, self.text[tok.start:tok.end]), initial=0.0))
+        tok_start, tok_end = tok[1], tok[2]
+        widths = list(itertools.accumulate(map(self.measure.char, self.text[tok_start:tok_end]), initial=0.0))
         pos, size = 0, len(widths) - 1
         while pos < size:
             fill = current()
@@ -281,7 +287,7 @@ class Paginator:
                     flush()
                     continue
                 cut = pos + 1  # a single character wider than the line
-            fill.add_word(_Token(_WORD, tok.start + pos, tok.start + cut, widths[cut] - widths[pos]))
+            fill.add_word((_WORD, tok_start + pos, tok_start + cut, widths[cut] - widths[pos]))
             pos = cut
             if pos < size:
                 flush()
@@ -300,7 +306,7 @@ class Paginator:
             gaps = _inner_space_tokens(tokens)
             if gaps:
                 gap_extra = max(avail - width, 0.0) / len(gaps)
-        start = tokens[0].start if tokens else end
+        start = tokens[0][1] if tokens else end
         line = Line(start=start, end=end, top=0.0, x0=left, x1=left + width)
         line.runs = self._runs(tokens, left, gap_extra)
         if gap_extra:
@@ -309,21 +315,22 @@ class Paginator:
 
     def _runs(self, tokens: list[_Token], left: float, gap_extra: float) -> list[Run]:
         """Drawable runs: split where the font changes, at tabs, newlines and stretched gaps."""
-        text, font_of = self.text, self.measure.font_of
+        text = self.text
+        font_of = (lambda _piece: 0) if self.single_font else self.measure.font_of
         runs: list[Run] = []
         x = left
-        words = [i for i, t in enumerate(tokens) if t.kind == _WORD]
+        words = [i for i, t in enumerate(tokens) if t[0] == _WORD]
         first_word, last_word = (words[0], words[-1]) if words else (len(tokens), -1)
         current: Run | None = None
-        for index, tok in enumerate(tokens):
-            if tok.kind == _TAB or (tok.kind == _SPACE and index > last_word):
+        for index, (kind, tok_start, tok_end, tok_width) in enumerate(tokens):
+            if kind == _TAB or (kind == _SPACE and index > last_word):
                 current = None
-            elif tok.kind == _NEWLINE:
+            elif kind == _NEWLINE:
                 marker, color = self.marker
                 self._mixed_runs(marker, x, runs, color)
                 current = None
             else:
-                piece = text[tok.start:tok.end]
+                piece = text[tok_start:tok_end]
                 font = font_of(piece)
                 if font is None:
                     self._mixed_runs(piece, x, runs, None)
@@ -333,8 +340,8 @@ class Paginator:
                 else:
                     current = Run(font, piece, x)
                     runs.append(current)
-            x += tok.width
-            if gap_extra and tok.kind == _SPACE and first_word < index < last_word:
+            x += tok_width
+            if gap_extra and kind == _SPACE and first_word < index < last_word:
                 x += gap_extra
                 current = None
         return runs
@@ -395,10 +402,10 @@ class Paginator:
 
 
 def _inner_space_tokens(tokens: list[_Token]) -> list[_Token]:
-    words = [i for i, t in enumerate(tokens) if t.kind == _WORD]
+    words = [i for i, t in enumerate(tokens) if t[0] == _WORD]
     if len(words) < 2:
         return []
-    return [t for t in tokens[words[0]:words[-1]] if t.kind == _SPACE]
+    return [t for t in tokens[words[0]:words[-1]] if t[0] == _SPACE]
 
 
 
@@ -413,9 +420,9 @@ class _LineFill:
 
     def add_space(self, tok: _Token) -> None:
         self.tokens.append(tok)
-        self.x += tok.width
+        self.x += tok[3]
 
     def add_word(self, tok: _Token) -> None:
         self.tokens.append(tok)
-        self.x += tok.width
+        self.x += tok[3]
         self.content, self.has_word = self.x, True
