@@ -30,7 +30,7 @@ def _render(args: argparse.Namespace) -> int:
     options = dict(tokenizer=args.tokenizer, max_shard_bytes=args.max_shard_bytes, sampler=sampler)
     if args.text:
         reader = ShardReader(args.text)
-        summary = render_records(reader, Path(args.out), cfg, args.backend, prefix=Path(args.text).stem, **options)
+        summary = render_records(reader, args.out, cfg, args.backend, prefix=Path(args.text).stem, **options)
     else:
         summary = render_shard(args.shard, args.out, cfg, args.backend, args.id_field, args.text_field, **options)
     shown = {k: v for k, v in summary.items() if k != "skipped"}

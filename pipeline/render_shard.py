@@ -1,7 +1,8 @@
 """`pipeline render --shard`: one input shard -> WebDataset page shards + summary.
 
 Steps, in order: read records (ShardReader), render each (Renderer), write
-each page (PageShardWriter), then summary.json, the resolved config and preview.png.
+each page (PageShardWriter), then documents.jsonl (per-document tokens and
+compression), summary.json, the resolved config and preview.png.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pipeline.render.document import Renderer
 
 @dataclass
 class RenderStats:
+    """Counters for one run: what went in, what came out, what was skipped and why."""
+
     documents: int = 0
     pages: int = 0
     characters: int = 0
@@ -27,15 +30,14 @@ class RenderStats:
     visual_tokens: int = 0
     missing_glyphs: int = 0
     seconds: float = 0.0
+    styles: dict[str, int] = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
 
-    def add(self, document) -> None:
+    def add(self, doc: dict) -> None:
         self.documents += 1
-        self.pages += len(document.pages)
-        self.characters += len(document.text)
-        self.text_tokens += document.text_tokens
-        self.visual_tokens += document.visual_tokens
-        self.missing_glyphs += sum(page.missing_glyphs for page in document.pages)
+        for key in ("pages", "characters", "text_tokens", "visual_tokens", "missing_glyphs"):
+            setattr(self, key, getattr(self, key) + doc[key])
+        self.styles[doc["style"]] = self.styles.get(doc["style"], 0) + 1
 
     def summary(self) -> dict:
         return {
@@ -44,73 +46,99 @@ class RenderStats:
             "characters": self.characters,
             "text_tokens": self.text_tokens,
             "visual_tokens": self.visual_tokens,
-            "compression_ratio": round(self.text_tokens / self.visual_tokens, 4) if self.visual_tokens else 0.0,
+            "compression_ratio": _ratio(self.text_tokens, self.visual_tokens),
             "missing_glyphs": self.missing_glyphs,
             "seconds": round(self.seconds, 3),
             "pages_per_second": round(self.pages / self.seconds, 2) if self.seconds else 0.0,
+            "styles": self.styles,
             "skipped_count": len(self.skipped),
             "skipped": self.skipped,
         }
 
 
-def render_records(records, out_dir: Path, cfg: RenderConfig, backend: str = "skia", prefix: str = "pages",
-                   tokenizer: str | None = None, max_shard_bytes: int = 1 << 30, total: int | None = None,
-                   preview_pages: int = 12, sampler=None) -> dict:
-    """Render an iterable of Record/Skip into out_dir; return the summary written there.
+class ShardRenderer:
+    """Renders records into one output folder: page shards, documents.jsonl, summary, preview.
 
+    Pages are encoded and written as they are drawn, so memory holds one
+    document's layout and one page's pixels, whatever the document's length.
     With a StyleSampler, each document gets its own config, drawn from the
     sampler's seed and the document id (so a re-run draws the same ones).
     """
-    from tqdm import tqdm
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    renderer = Renderer(cfg, backend, tokenizer)
-    styles: dict[str, int] = {}
-    writer = PageShardWriter(out_dir, prefix, max_bytes=max_shard_bytes)
-    stats = RenderStats()
-    preview: list = []
-    used_keys: set[str] = set()
-    config_dict = cfg.to_glyph_dict()
-    started = time.perf_counter()
-    progress = tqdm(records, total=total, unit="doc", disable=None, file=sys.stderr)
-    for item in progress:
-        if isinstance(item, Skip):
-            stats.skipped.append(item.to_dict())
-            continue
-        source_id = _unique_id(item, used_keys)
-        doc_renderer, doc_config = renderer, config_dict
-        if sampler is not None:
-            doc_renderer = Renderer(sampler.sample(source_id), backend, renderer.tokenizer)
-            doc_config = doc_renderer.cfg.to_glyph_dict()
-        document = doc_renderer.render(item.text, normalized=True)
-        styles[doc_renderer.cfg.style] = styles.get(doc_renderer.cfg.style, 0) + 1
-        for page in document.pages:
-            meta = {"source_id": item.id, "style": doc_renderer.cfg.style, "backend": backend, **page.metadata(),
-                    "document_pages": len(document.pages), "config": doc_config}
-            writer.write(sample_key(source_id, page.index), page.png(), page.text, meta)
-            if len(preview) < preview_pages:
-                preview.append(page.pixels)
-        stats.add(document)
-        progress.set_postfix(pages=stats.pages, refresh=False)
-    stats.seconds = time.perf_counter() - started
-    shards = writer.close()
-    summary = {**stats.summary(), "backend": backend, "tokenizer": renderer.tokenizer.spec, "styles": styles,
-               "shards": shards}
-    (out_dir / "render_config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    from pipeline.preview import contact_sheet
+    def __init__(self, out_dir: str | Path, cfg: RenderConfig, backend: str = "skia", prefix: str = "pages",
+                 tokenizer: str | None = None, max_shard_bytes: int = 1 << 30, sampler=None,
+                 preview_pages: int = 12):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg, self.backend, self.sampler = cfg, backend, sampler
+        self.renderer = Renderer(cfg, backend, tokenizer)
+        self.writer = PageShardWriter(self.out_dir, prefix, max_bytes=max_shard_bytes)
+        self.stats = RenderStats()
+        self.preview: list = []
+        self.preview_pages = preview_pages
+        self._used_ids: set[str] = set()
 
-    contact_sheet(preview).save(out_dir / "preview.png")
-    return summary
+    def run(self, records, total: int | None = None) -> dict:
+        from tqdm import tqdm
+
+        started = time.perf_counter()
+        with (self.out_dir / "documents.jsonl").open("w", encoding="utf-8") as documents:
+            for item in tqdm(records, total=total, unit="doc", disable=None, file=sys.stderr):
+                if isinstance(item, Skip):
+                    self.stats.skipped.append(item.to_dict())
+                    continue
+                doc = self.render_record(item)
+                self.stats.add(doc)
+                documents.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        self.stats.seconds = time.perf_counter() - started
+        return self._finish()
+
+    def render_record(self, record: Record) -> dict:
+        """Render one document, write its pages; return its per-document stats."""
+        source_id = _unique_id(record, self._used_ids)
+        renderer = self.renderer
+        if self.sampler is not None:
+            renderer = Renderer(self.sampler.sample(source_id), self.backend, self.renderer.tokenizer)
+        config = renderer.cfg.to_glyph_dict()
+        doc = {"source_id": record.id, "where": record.where, "style": renderer.cfg.style, "pages": 0,
+               "characters": len(record.text), "text_tokens": renderer.tokenizer.count(record.text),
+               "visual_tokens": 0, "missing_glyphs": 0}
+        for page in renderer.iter_pages(record.text):
+            meta = {"source_id": record.id, "style": renderer.cfg.style, "backend": self.backend,
+                    **page.metadata(), "config": config}
+            self.writer.write(sample_key(source_id, page.index), page.png(), page.text, meta)
+            if len(self.preview) < self.preview_pages:
+                self.preview.append(page.pixels)
+            doc["pages"] += 1
+            doc["visual_tokens"] += page.visual_tokens
+            doc["missing_glyphs"] += page.missing_glyphs
+        doc["compression_ratio"] = _ratio(doc["text_tokens"], doc["visual_tokens"])
+        return doc
+
+    def _finish(self) -> dict:
+        from pipeline.preview import contact_sheet
+
+        shards = self.writer.close()
+        summary = {**self.stats.summary(), "backend": self.backend, "tokenizer": self.renderer.tokenizer.spec,
+                   "shards": shards}
+        config = self.cfg.to_glyph_dict() if self.sampler is None else {"sampler_seed": self.sampler.seed}
+        (self.out_dir / "render_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        contact_sheet(self.preview).save(self.out_dir / "preview.png")
+        return summary
+
+
+def render_records(records, out_dir: str | Path, cfg: RenderConfig, backend: str = "skia",
+                   total: int | None = None, **options) -> dict:
+    """Render an iterable of Record/Skip into out_dir; return the summary written there."""
+    return ShardRenderer(out_dir, cfg, backend, **options).run(records, total)
 
 
 def render_shard(shard: str | Path, out_dir: str | Path, cfg: RenderConfig, backend: str = "skia",
                  id_field: str = "id", text_field: str = "text", **kwargs) -> dict:
     reader = ShardReader(shard, id_field, text_field)
     total = _count_lines(reader.path) if reader.path.suffix == ".jsonl" else None
-    return render_records(reader, Path(out_dir), cfg, backend, prefix=reader.path.stem.replace(".", "_"),
-                          total=total, **kwargs)
+    return render_records(reader, out_dir, cfg, backend, total, prefix=reader.path.stem.replace(".", "_"), **kwargs)
 
 
 def _unique_id(record: Record, used: set[str]) -> str:
@@ -121,6 +149,10 @@ def _unique_id(record: Record, used: set[str]) -> str:
         ident = f"{record.id}#{copy}"
     used.add(ident)
     return ident
+
+
+def _ratio(text_tokens: int, visual_tokens: int) -> float:
+    return round(text_tokens / visual_tokens, 4) if visual_tokens else 0.0
 
 
 def _count_lines(path: Path) -> int:

@@ -72,6 +72,17 @@ def test_jsonl_with_bad_lines(tmp_path, sample_docs):
     assert samples[0]["png"].size == (meta["width"], meta["height"])
     assert summary["compression_ratio"] > 1
 
+    documents = [json.loads(line) for line in (out / "documents.jsonl").read_text().splitlines()]
+    assert [d["source_id"] for d in documents] == ["milton", "poems.zh", "dup", "dup", "crlf"]
+    for key in ("pages", "characters", "text_tokens", "visual_tokens"):
+        assert sum(d[key] for d in documents) == summary[key], key
+    by_page = {}
+    for sample in samples:
+        by_page.setdefault(sample["json"]["source_id"], 0)
+        by_page[sample["json"]["source_id"]] += sample["json"]["visual_tokens"]
+    assert by_page["milton"] == documents[0]["visual_tokens"]
+    assert documents[0]["compression_ratio"] == round(documents[0]["text_tokens"] / documents[0]["visual_tokens"], 4)
+
 
 def test_parquet_and_txt_and_field_names(tmp_path, sample_docs):
     table = pa.table({"doc": ["a", "b", "c"], "body": [sample_docs["shakespeare-sonnets"][:4000], None, "short"]})

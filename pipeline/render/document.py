@@ -84,13 +84,17 @@ class Renderer:
         self.vision = vision
 
     def render(self, raw_text: str, normalized: bool = False) -> RenderedDocument:
+        """Render a whole document, all pages in memory."""
         text = raw_text if normalized else normalize_text(raw_text)
+        return RenderedDocument(text=text, pages=list(self.iter_pages(text)), text_tokens=self.tokenizer.count(text))
+
+    def iter_pages(self, text: str):
+        """Yield the pages of an already normalized text one at a time (bounded memory)."""
         layouts = self.paginator.paginate(text)
-        document = RenderedDocument(text=text, text_tokens=self.tokenizer.count(text))
         for layout, pixels in zip(layouts, self.rasterizer.rasterize(self.cfg, self.chain, layouts)):
             page_text = text[layout.start:layout.end]
             height, width = pixels.shape[:2]
-            document.pages.append(RenderedPage(
+            yield RenderedPage(
                 index=layout.index,
                 text=page_text,
                 char_start=layout.start,
@@ -101,8 +105,7 @@ class Renderer:
                 missing_chars=sorted(layout.missing_chars)[:32],
                 text_tokens=self.tokenizer.count(page_text),
                 visual_tokens=self.vision.tokens(width, height),
-            ))
-        return document
+            )
 
 
 def render_document(text: str, cfg: RenderConfig | None = None, backend: str = "skia") -> RenderedDocument:
