@@ -16,6 +16,7 @@ import argparse
 import io
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -50,9 +51,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=49)
     parser.add_argument("--style", default="best-en")
+    parser.add_argument("--unwrap", action="store_true",
+                        help="join hard-wrapped lines into paragraphs (exercises line breaking)")
     args = parser.parse_args()
     cfg = load_style(args.style)
     docs = essays()[: args.docs]
+    if args.unwrap:
+        docs = [(name, re.sub(r"(?<!\n)\n(?!\n)", " ", text)) for name, text in docs]
     tokenizer = TextTokenizer()
     renderers = {"skia": Renderer(cfg, "skia", tokenizer), "pdf": Renderer(cfg, "pdf", tokenizer)}
     engines = ["glyph-reference", *renderers]
@@ -70,7 +75,7 @@ def main() -> None:
             totals[name]["visual_tokens"] += sum(GLM41V.tokens(w, h) for w, h in sizes)
     reference = totals["glyph-reference"]
     report = {"machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
-              "style": args.style, "documents": len(docs), "characters": characters, "text_tokens": text_tokens,
+              "style": args.style, "unwrapped": args.unwrap, "documents": len(docs), "characters": characters, "text_tokens": text_tokens,
               "engines": {}}
     for name, t in totals.items():
         pages_per_s = t["pages"] / t["seconds"]

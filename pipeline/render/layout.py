@@ -226,71 +226,80 @@ class Paginator:
             yield start, end, False
 
     # -- wrapping --------------------------------------------------------------
-    def _tokens(self, start: int, end: int):
-        space, marker, word = self.measure.space, self.measure.marker, self.measure.word
-        for m in _TOKEN.finditer(self.text, start, end):
-            kind = m.lastindex
-            s, e = m.span()
-            if kind == _WORD:
-                yield (_WORD, s, e, word(m.group()))
-            elif kind == _SPACE:
-                yield (_SPACE, s, e, space * (e - s))
-            else:
-                yield (kind, s, e, marker if kind == _NEWLINE else 0.0)
-
     def _wrap(self, start: int, end: int, paragraph_start: bool):
         """Greedy line filling of one source line.
 
-        Returns [(tokens, content width, indent, is last line)].
+        Returns [(tokens, content width, indent, is last line)]. The loop keeps
+        its state in locals: it runs once per word of the corpus.
         """
         full = self.cfg.text_width - self.gutter
         indent = self.cfg.first_line_indent if paragraph_start else 0.0
-        fill = _LineFill(full - indent, indent)
-        out: list[tuple[list[_Token], float, float, bool]] = []
-
-        def flush() -> None:
-            nonlocal fill
-            out.append((fill.tokens, fill.content, fill.indent, False))
-            fill = _LineFill(full, 0.0)
-
-        for tok in self._tokens(start, end):
-            kind, width = tok[0], tok[3]
-            if kind == _SPACE:
-                fill.add_space(tok)
-            elif kind == _TAB:
-                stop = self.measure.tab_stop
-                fill.add_space((_TAB, tok[1], tok[2], stop - (fill.x % stop)))
-            elif fill.x + width <= fill.avail + 1e-9:
-                fill.add_word(tok)
-            elif fill.tokens and (fill.has_word or width <= full + 1e-9):
-                flush()
-                if width <= fill.avail + 1e-9:
-                    fill.add_word(tok)
+        whole = self._whole_line(start, end, full - indent)
+        if whole is not None:
+            return [(whole, whole[0][3], indent, True)]
+        measure = self.measure
+        space, tab_stop, marker, word = measure.space, measure.tab_stop, measure.marker, measure.word
+        line = _Line(full - indent, indent)
+        out: list = []
+        for m in _TOKEN.finditer(self.text, start, end):
+            kind = m.lastindex
+            s, e = m.span()
+            if kind == _SPACE or kind == _TAB:
+                width = space * (e - s) if kind == _SPACE else tab_stop - (line.x % tab_stop)
+                line.tokens.append((kind, s, e, width))
+                line.x += width
+                continue
+            width = word(m.group()) if kind == _WORD else marker
+            token = (kind, s, e, width)
+            if line.x + width <= line.avail + 1e-9:  # add_word, inlined: the hottest line
+                line.tokens.append(token)
+                line.x += width
+                line.content, line.has_word = line.x, True
+            elif line.tokens and (line.has_word or width <= full + 1e-9):
+                out.append(line.done())
+                line = _Line(full, 0.0)
+                if width <= full + 1e-9:
+                    line.add_word(token)
                 else:
-                    self._break_word(tok, lambda: fill, flush)
+                    line = self._break_word(token, line, full, out)
             else:
-                self._break_word(tok, lambda: fill, flush)
-        out.append((fill.tokens, fill.content, fill.indent, True))
+                line = self._break_word(token, line, full, out)
+        out.append(line.done(last=True))
         return out
 
-    def _break_word(self, tok: _Token, current, flush) -> None:
-        """Split a word wider than the room left into pieces by character."""
-        tok_start, tok_end = tok[1], tok[2]
+    def _whole_line(self, start: int, end: int, avail: float) -> list[_Token] | None:
+        """Fast path: a source line that fits as it is needs no tokenizing."""
+        if (end - start) * self.measure.space > 4 * avail:  # surely too long: don't measure it
+            return None
+        segment = self.text[start:end]
+        if not segment or "\t" in segment or "\n" in segment:
+            return None
+        content = segment.rstrip(" ")
+        width = sum(map(self.measure.char, content))
+        if width > avail + 1e-9 or not content:
+            return None
+        tail = start + len(content)
+        return [(_WORD, start, tail, width), (_SPACE, tail, end, self.measure.space * (end - tail))]
+
+    def _break_word(self, token: _Token, line: _Line, full: float, out: list) -> _Line:
+        """Split a word wider than the room left into pieces by character; return the open line."""
+        tok_start, tok_end = token[1], token[2]
         widths = list(itertools.accumulate(map(self.measure.char, self.text[tok_start:tok_end]), initial=0.0))
         pos, size = 0, len(widths) - 1
         while pos < size:
-            fill = current()
-            room = fill.avail - fill.x
-            cut = bisect.bisect_right(widths, widths[pos] + room + 1e-9) - 1
+            cut = bisect.bisect_right(widths, widths[pos] + line.avail - line.x + 1e-9) - 1
             if cut <= pos:
-                if fill.tokens:  # nothing fits after what is already on the line
-                    flush()
+                if line.tokens:  # nothing fits after what is already on the line
+                    out.append(line.done())
+                    line = _Line(full, 0.0)
                     continue
                 cut = pos + 1  # a single character wider than the line
-            fill.add_word((_WORD, tok_start + pos, tok_start + cut, widths[cut] - widths[pos]))
+            line.add_word((_WORD, tok_start + pos, tok_start + cut, widths[cut] - widths[pos]))
             pos = cut
             if pos < size:
-                flush()
+                out.append(line.done())
+                line = _Line(full, 0.0)
+        return line
 
     # -- placing ---------------------------------------------------------------
     def _place(self, tokens: list[_Token], width: float, indent: float, last: bool, end: int) -> Line:
@@ -316,6 +325,10 @@ class Paginator:
     def _runs(self, tokens: list[_Token], left: float, gap_extra: float) -> list[Run]:
         """Drawable runs: split where the font changes, at tabs, newlines and stretched gaps."""
         text = self.text
+        if self.single_font and not gap_extra:
+            simple = _single_run(text, tokens, left)
+            if simple is not None:
+                return simple
         font_of = (lambda _piece: 0) if self.single_font else self.measure.font_of
         runs: list[Run] = []
         x = left
@@ -401,6 +414,19 @@ class Paginator:
             page.missing_glyphs = sum(chunk.count(ch) for ch in page.missing_chars)
 
 
+def _single_run(text: str, tokens: list[_Token], left: float) -> list[Run] | None:
+    """The whole line as one run, when nothing in it (tab, marker) interrupts the pen."""
+    last = len(tokens) - 1
+    while last >= 0 and tokens[last][0] != _WORD:
+        last -= 1
+    if last < 0:
+        return None
+    piece = text[tokens[0][1]:tokens[last][2]]
+    if "\t" in piece or "\n" in piece:
+        return None
+    return [Run(0, piece, left)]
+
+
 def _inner_space_tokens(tokens: list[_Token]) -> list[_Token]:
     words = [i for i, t in enumerate(tokens) if t[0] == _WORD]
     if len(words) < 2:
@@ -409,8 +435,10 @@ def _inner_space_tokens(tokens: list[_Token]) -> list[_Token]:
 
 
 
-class _LineFill:
+class _Line:
     """The line being filled: its tokens, pen position and width of visible content."""
+
+    __slots__ = ("avail", "indent", "tokens", "x", "content", "has_word")
 
     def __init__(self, avail: float, indent: float):
         self.avail, self.indent = avail, indent
@@ -418,11 +446,10 @@ class _LineFill:
         self.x = self.content = 0.0
         self.has_word = False
 
-    def add_space(self, tok: _Token) -> None:
-        self.tokens.append(tok)
-        self.x += tok[3]
-
-    def add_word(self, tok: _Token) -> None:
-        self.tokens.append(tok)
-        self.x += tok[3]
+    def add_word(self, token: _Token) -> None:
+        self.tokens.append(token)
+        self.x += token[3]
         self.content, self.has_word = self.x, True
+
+    def done(self, last: bool = False) -> tuple:
+        return self.tokens, self.content, self.indent, last
