@@ -14,25 +14,21 @@ from pipeline.render.config import RenderConfigError
 def _render(args: argparse.Namespace) -> int:
     from pipeline.io.readers import ShardReader
     from pipeline.render.backends import BACKENDS
-    from pipeline.render.styles import RANDOM, resolve_config
+    from pipeline.render.styles import RANDOM, FixedStyle, StyleMixture, resolve_config
     from pipeline.render_shard import render_records, render_shard
 
     if args.backend not in BACKENDS:
         raise RenderConfigError(f"backend: unknown backend {args.backend!r}; choose one of {', '.join(BACKENDS)}")
-    sampler = None
     if args.style == RANDOM:
-        from pipeline.render.sampler import StyleSampler
-
-        sampler = StyleSampler(args.seed)
-        cfg = sampler.sample()
+        styles = StyleMixture({RANDOM: 1.0}, args.seed)
     else:
-        cfg = resolve_config(args.style, args.config)
-    options = dict(tokenizer=args.tokenizer, max_shard_bytes=args.max_shard_bytes, sampler=sampler)
+        styles = FixedStyle(resolve_config(args.style, args.config))
+    options = dict(tokenizer=args.tokenizer, max_shard_bytes=args.max_shard_bytes)
     if args.text:
         reader = ShardReader(args.text)
-        summary = render_records(reader, args.out, cfg, args.backend, prefix=Path(args.text).stem, **options)
+        summary = render_records(reader, args.out, styles, args.backend, prefix=Path(args.text).stem, **options)
     else:
-        summary = render_shard(args.shard, args.out, cfg, args.backend, args.id_field, args.text_field, **options)
+        summary = render_shard(args.shard, args.out, styles, args.backend, args.id_field, args.text_field, **options)
     shown = {k: v for k, v in summary.items() if k != "skipped"}
     print(json.dumps(shown, indent=2))
     for skip in summary["skipped"][:20]:

@@ -17,6 +17,7 @@ from pipeline.io.readers import Record, ShardReader, Skip
 from pipeline.io.wds_writer import PageShardWriter, sample_key
 from pipeline.render.config import RenderConfig
 from pipeline.render.document import Renderer
+from pipeline.render.tokens import TextTokenizer
 
 
 @dataclass
@@ -57,54 +58,54 @@ class RenderStats:
 
 
 class ShardRenderer:
-    """Renders records into one output folder: page shards, documents.jsonl, summary, preview.
+    """Renders records into WebDataset page shards in one folder.
 
     Pages are encoded and written as they are drawn, so memory holds one
     document's layout and one page's pixels, whatever the document's length.
-    With a StyleSampler, each document gets its own config, drawn from the
-    sampler's seed and the document id (so a re-run draws the same ones).
+    Each document's config comes from `styles` (FixedStyle, StyleMixture or
+    SampledStyle), keyed by the document id, so a re-run draws the same ones.
     """
 
-    def __init__(self, out_dir: str | Path, cfg: RenderConfig, backend: str = "skia", prefix: str = "pages",
-                 tokenizer: str | None = None, max_shard_bytes: int = 1 << 30, sampler=None,
-                 preview_pages: int = 12):
+    def __init__(self, out_dir: str | Path, styles, backend: str = "skia", prefix: str = "pages",
+                 tokenizer: str | None = None, max_shard_bytes: int = 1 << 30, preview_pages: int = 12):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.cfg, self.backend, self.sampler = cfg, backend, sampler
-        self.renderer = Renderer(cfg, backend, tokenizer)
+        self.styles, self.backend = styles, backend
+        self.tokenizer = TextTokenizer(tokenizer) if tokenizer else TextTokenizer()
         self.writer = PageShardWriter(self.out_dir, prefix, max_bytes=max_shard_bytes)
         self.stats = RenderStats()
+        self.documents: list[dict] = []
         self.preview: list = []
         self.preview_pages = preview_pages
+        self._renderers: dict[RenderConfig, Renderer] = {}
         self._used_ids: set[str] = set()
 
     def run(self, records, total: int | None = None) -> dict:
         from tqdm import tqdm
 
         started = time.perf_counter()
-        with (self.out_dir / "documents.jsonl").open("w", encoding="utf-8") as documents:
-            for item in tqdm(records, total=total, unit="doc", disable=None, file=sys.stderr):
-                if isinstance(item, Skip):
-                    self.stats.skipped.append(item.to_dict())
-                    continue
-                doc = self.render_record(item)
-                self.stats.add(doc)
-                documents.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        for item in tqdm(records, total=total, unit="doc", disable=None, file=sys.stderr):
+            if isinstance(item, Skip):
+                self.stats.skipped.append(item.to_dict())
+                continue
+            doc = self.render_record(item)
+            self.stats.add(doc)
+            self.documents.append(doc)
         self.stats.seconds = time.perf_counter() - started
-        return self._finish()
+        shards = self.writer.close()
+        return {**self.stats.summary(), "backend": self.backend, "tokenizer": self.tokenizer.spec,
+                "shards": shards}
 
     def render_record(self, record: Record) -> dict:
         """Render one document, write its pages; return its per-document stats."""
         source_id = _unique_id(record, self._used_ids)
-        renderer = self.renderer
-        if self.sampler is not None:
-            renderer = Renderer(self.sampler.sample(source_id), self.backend, self.renderer.tokenizer)
+        renderer = self._renderer(self.styles.choose(source_id, record.kind))
         config = renderer.cfg.to_glyph_dict()
         doc = {"source_id": record.id, "where": record.where, "style": renderer.cfg.style, "pages": 0,
-               "characters": len(record.text), "text_tokens": renderer.tokenizer.count(record.text),
-               "visual_tokens": 0, "missing_glyphs": 0}
+               "characters": len(record.text), "text_tokens": self.tokenizer.count(record.text),
+               "visual_tokens": 0, "missing_glyphs": 0, **record.extra}
         for page in renderer.iter_pages(record.text):
-            meta = {"source_id": record.id, "style": renderer.cfg.style, "backend": self.backend,
+            meta = {"source_id": record.id, **record.extra, "style": renderer.cfg.style, "backend": self.backend,
                     **page.metadata(), "config": config}
             self.writer.write(sample_key(source_id, page.index), page.png(), page.text, meta)
             if len(self.preview) < self.preview_pages:
@@ -115,30 +116,38 @@ class ShardRenderer:
         doc["compression_ratio"] = _ratio(doc["text_tokens"], doc["visual_tokens"])
         return doc
 
-    def _finish(self) -> dict:
-        from pipeline.preview import contact_sheet
-
-        shards = self.writer.close()
-        summary = {**self.stats.summary(), "backend": self.backend, "tokenizer": self.renderer.tokenizer.spec,
-                   "shards": shards}
-        config = self.cfg.to_glyph_dict() if self.sampler is None else {"sampler_seed": self.sampler.seed}
-        (self.out_dir / "render_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-        contact_sheet(self.preview).save(self.out_dir / "preview.png")
-        return summary
+    def _renderer(self, cfg: RenderConfig) -> Renderer:
+        renderer = self._renderers.get(cfg)
+        if renderer is None:
+            if len(self._renderers) > 16:  # sampled styles: a new config per document
+                self._renderers.clear()
+            renderer = self._renderers[cfg] = Renderer(cfg, self.backend, self.tokenizer)
+        return renderer
 
 
-def render_records(records, out_dir: str | Path, cfg: RenderConfig, backend: str = "skia",
-                   total: int | None = None, **options) -> dict:
-    """Render an iterable of Record/Skip into out_dir; return the summary written there."""
-    return ShardRenderer(out_dir, cfg, backend, **options).run(records, total)
+def render_records(records, out_dir: str | Path, styles, backend: str = "skia", total: int | None = None,
+                   **options) -> dict:
+    """Render Record/Skip items into out_dir with summary.json, documents.jsonl, config and preview."""
+    from pipeline.preview import contact_sheet
+
+    job = ShardRenderer(out_dir, styles, backend, **options)
+    summary = job.run(records, total)
+    out = job.out_dir
+    with (out / "documents.jsonl").open("w", encoding="utf-8") as handle:
+        for doc in job.documents:
+            handle.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    (out / "render_config.json").write_text(json.dumps(styles.describe(), indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    contact_sheet(job.preview).save(out / "preview.png")
+    return summary
 
 
-def render_shard(shard: str | Path, out_dir: str | Path, cfg: RenderConfig, backend: str = "skia",
+def render_shard(shard: str | Path, out_dir: str | Path, styles, backend: str = "skia",
                  id_field: str = "id", text_field: str = "text", **kwargs) -> dict:
     reader = ShardReader(shard, id_field, text_field)
     total = _count_lines(reader.path) if reader.path.suffix == ".jsonl" else None
-    return render_records(reader, out_dir, cfg, backend, total, prefix=reader.path.stem.replace(".", "_"), **kwargs)
+    return render_records(reader, out_dir, styles, backend, total, prefix=reader.path.stem.replace(".", "_"),
+                          **kwargs)
 
 
 def _unique_id(record: Record, used: set[str]) -> str:

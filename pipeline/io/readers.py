@@ -7,7 +7,7 @@ A bad record never stops a shard: it is yielded as a Skip naming where it was
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +21,8 @@ class Record:
     id: str
     text: str  # normalized
     where: str  # "line 3", "row 7" or the file name
+    kind: str = "text"  # "code" for source files: picks the code style in a mixture
+    extra: dict = field(default_factory=dict)  # carried into each page's metadata (e.g. unit spans)
 
 
 @dataclass
@@ -102,7 +104,9 @@ class ShardReader:
             return Skip(where, ident, f"text is not valid Unicode: {err}")
         if not normalized:
             return Skip(where, ident, "empty document")
-        return Record(ident, normalized, where)
+        from pipeline.corpus.sources import kind_of
+
+        return Record(ident, normalized, where, kind_of(ident))
 
 
 _MISSING = object()

@@ -29,3 +29,69 @@ def resolve_config(style: str | None = None, config: str | Path | None = None) -
     if config is not None:
         return load_render_config(config)
     return load_style(style or DEFAULT_STYLE)
+
+
+class FixedStyle:
+    """Every document in one config."""
+
+    def __init__(self, cfg: RenderConfig):
+        self.cfg = cfg
+
+    def choose(self, key: str, kind: str = "text") -> RenderConfig:
+        return self.cfg
+
+    def describe(self) -> dict:
+        return self.cfg.to_glyph_dict()
+
+
+class StyleMixture:
+    """A style per document, drawn from weights by a seeded hash of the document key.
+
+    Source code (kind "code") always gets the `code` style. The name `random`
+    stands for the style sampler, seeded with the same seed and key.
+    """
+
+    def __init__(self, weights: dict[str, float], seed: int = 0):
+        self.weights, self.seed = weights, seed
+        self._names, self._weights = list(weights), list(weights.values())
+        self._styles = {name: load_style(name) for name in weights if name != RANDOM}
+        self._code = load_style("code")
+
+    def choose(self, key: str, kind: str = "text") -> RenderConfig:
+        if kind == "code":
+            return self._code
+        import random
+
+        name = random.Random(f"{self.seed}:{key}").choices(self._names, self._weights)[0]
+        if name == RANDOM:
+            from pipeline.render.sampler import StyleSampler
+
+            return StyleSampler(self.seed).sample(key)
+        return self._styles[name]
+
+    def describe(self) -> dict:
+        return {"mixture": self.weights, "seed": self.seed, "code_files": "code"}
+
+
+def parse_mixture(spec: str) -> dict[str, float]:
+    """'document=0.4,web=0.2' -> {'document': 0.4, 'web': 0.2}, checked.
+
+    >>> parse_mixture("document=0.4, dark=0.1")
+    {'document': 0.4, 'dark': 0.1}
+    """
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in available_styles():
+            raise RenderConfigError(f"styles: unknown style {name!r}; choose from {', '.join(available_styles())}")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise RenderConfigError(f"styles: weight of {name!r} must be a number, got {value!r}") from None
+        if weight < 0:
+            raise RenderConfigError(f"styles: weight of {name!r} must be >= 0, got {weight}")
+        weights[name] = weight
+    if not weights or sum(weights.values()) <= 0:
+        raise RenderConfigError(f"styles: need at least one positive weight, got {spec!r}")
+    return weights

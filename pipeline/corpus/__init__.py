@@ -1,0 +1,1 @@
+"""The batch data plane: raw corpora -> input shards -> rendered WebDataset shards."""

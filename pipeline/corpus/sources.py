@@ -1,0 +1,207 @@
+"""Raw corpus readers: JSONL (plain, .gz, .zst), Parquet, folders of text and source files.
+
+Inputs are local paths or s3:// URIs (objects or prefixes), read in sorted
+order so the same input always gives the same documents. Each document comes
+out as a stream of normalized text chunks, so a 50 MB text file never sits in
+memory whole; a bad file or record comes out as a Skip with its reason.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Iterator
+
+from pipeline import storage
+from pipeline.io.readers import Skip
+from pipeline.render.normalize import InvalidUnicodeError, check_unicode, normalize_text
+
+CODE_EXTENSIONS = frozenset({
+    ".py", ".js", ".ts", ".tsx", ".jsx", ".go", ".rs", ".java", ".kt", ".scala", ".c", ".h", ".cc", ".cpp",
+    ".hpp", ".cs", ".rb", ".php", ".swift", ".m", ".sh", ".bash", ".sql", ".r", ".jl", ".lua", ".pl", ".hs",
+    ".ml", ".css", ".html", ".xml", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".json", ".ipynb", ".proto",
+})
+TEXT_EXTENSIONS = frozenset({".txt", ".md", ".rst", ".tex", ".text"}) | CODE_EXTENSIONS
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson")
+READ_CHUNK = 1 << 20  # bytes read from a text file at a time
+
+
+@dataclass
+class RawDocument:
+    id: str
+    where: str
+    kind: str  # "code" or "text": picks the default render style
+    chunks: Iterable[str]  # the normalized text, in pieces; raises InvalidUnicodeError if bad
+
+
+def kind_of(name: str) -> str:
+    return "code" if PurePosixPath(name).suffix.lower() in CODE_EXTENSIONS else "text"
+
+
+class CorpusReader:
+    """Documents from one or more inputs; `id_field` and `text_field` name JSONL/Parquet columns."""
+
+    def __init__(self, inputs: list[str], id_field: str = "id", text_field: str = "text"):
+        self.inputs, self.id_field, self.text_field = inputs, id_field, text_field
+
+    def __iter__(self) -> Iterator[RawDocument | Skip]:
+        for input_uri in self.inputs:
+            objects = storage.list_uris(input_uri)
+            if not objects:
+                yield Skip(input_uri, None, "input not found or empty folder")
+            for obj in objects:
+                yield from self._read_object(input_uri, obj)
+
+    def _read_object(self, root: str, obj: storage.ObjectInfo):
+        name = obj.uri.rsplit("/", 1)[-1]
+        relative = obj.uri[len(root.rstrip("/")) + 1:] if obj.uri != root else name
+        lower = name.lower()
+        if obj.size == 0:
+            yield Skip(obj.uri, None, "zero-byte file")
+        elif lower.endswith(JSONL_SUFFIXES):
+            with _local_copy(obj.uri) as path:
+                yield from self._jsonl(path, obj.uri)
+        elif lower.endswith(".parquet"):
+            with _local_copy(obj.uri) as path:
+                yield from self._parquet(path, obj.uri)
+        elif PurePosixPath(lower).suffix in TEXT_EXTENSIONS:
+            with _local_copy(obj.uri) as path:
+                yield RawDocument(relative or name, obj.uri, kind_of(name), _text_chunks(path))
+        else:
+            yield Skip(obj.uri, None, f"unsupported file type {PurePosixPath(name).suffix or name!r}")
+
+    def _jsonl(self, path: Path, uri: str):
+        with _open_jsonl(path) as handle:
+            for number, raw in enumerate(handle, start=1):
+                where = f"{uri}:{number}"
+                if not raw.strip():
+                    continue
+                try:
+                    item = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                    yield Skip(where, None, f"invalid JSON: {str(err)[:120]}")
+                    continue
+                if not isinstance(item, dict):
+                    yield Skip(where, None, "record is not a JSON object")
+                    continue
+                yield self._record(item.get(self.id_field), item.get(self.text_field, _MISSING), where,
+                                   f"{PurePosixPath(uri).name}:{number}")
+
+    def _parquet(self, path: Path, uri: str):
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(path)
+        names = set(table.schema_arrow.names)
+        if self.text_field not in names:
+            yield Skip(uri, None, f"no column {self.text_field!r}")
+            return
+        columns = [c for c in (self.id_field, self.text_field) if c in names]
+        row = 0
+        for batch in table.iter_batches(columns=columns, batch_size=64):
+            data = batch.to_pydict()
+            for index in range(batch.num_rows):
+                row += 1
+                ident = data[self.id_field][index] if self.id_field in data else None
+                yield self._record(ident, data[self.text_field][index], f"{uri}#row{row}",
+                                   f"{PurePosixPath(uri).name}:{row}")
+
+    def _record(self, ident, text, where: str, fallback_id: str) -> RawDocument | Skip:
+        ident = str(ident) if ident not in (None, "") else fallback_id
+        if text is _MISSING:
+            return Skip(where, ident, f"no {self.text_field!r} field")
+        if not isinstance(text, str):
+            return Skip(where, ident, f"{self.text_field!r} is not a string ({type(text).__name__})")
+        try:
+            normalized = normalize_text(text)
+        except InvalidUnicodeError as err:
+            return Skip(where, ident, f"text is not valid Unicode: {err}")
+        return RawDocument(ident, where, kind_of(ident), [normalized])
+
+
+_MISSING = object()
+
+
+class _local_copy:
+    """A local path for a URI: the file itself, or a temporary download of an S3 object."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self._temp: tempfile.TemporaryDirectory | None = None
+
+    def __enter__(self) -> Path:
+        if not storage.is_s3(self.uri):
+            return storage.LocalStorage.path(self.uri)
+        self._temp = tempfile.TemporaryDirectory(prefix="glyph-src-")
+        local = Path(self._temp.name) / self.uri.rsplit("/", 1)[-1]
+        storage.get_storage(self.uri).download(self.uri, local)
+        return local
+
+    def __exit__(self, *exc) -> None:
+        if self._temp is not None:
+            self._temp.cleanup()
+
+
+def _open_jsonl(path: Path):
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".zst"):
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True))
+    return path.open("rb")
+
+
+def _text_chunks(path: Path) -> Iterator[str]:
+    """Decode and normalize a text file piece by piece (strict UTF-8)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+
+    def pieces():
+        offset = 0
+        with path.open("rb") as handle:
+            while block := handle.read(READ_CHUNK):
+                try:
+                    yield decoder.decode(block)
+                except UnicodeDecodeError as err:
+                    raise InvalidUnicodeError(f"not valid UTF-8 at byte {offset + err.start}") from None
+                offset += len(block)
+        try:
+            yield decoder.decode(b"", final=True)
+        except UnicodeDecodeError as err:
+            raise InvalidUnicodeError(f"not valid UTF-8: truncated sequence at the end ({err.reason})") from None
+
+    return normalize_stream(pieces())
+
+
+def normalize_stream(pieces: Iterable[str], max_carry: int = 1 << 20) -> Iterator[str]:
+    """normalize_text over a text given in pieces, cut only where normalization cannot reach across.
+
+    A cut goes after a newline (nothing composes across one) or, in a very long
+    line, before an ASCII character other than CR/LF (never the second half of
+    a composition or of CRLF). Joined, the output equals normalize_text(whole).
+    """
+    carry = ""
+    for piece in pieces:
+        buffer = carry + piece
+        cut = buffer.rfind("\n") + 1
+        if cut == 0 and len(buffer) > max_carry:
+            cut = _safe_cut(buffer)
+        if cut > 0:
+            check_unicode(buffer[:cut])
+            yield normalize_text(buffer[:cut])
+        carry = buffer[cut:]
+    if carry:
+        yield normalize_text(carry)
+
+
+def _safe_cut(buffer: str) -> int:
+    for index in range(len(buffer) - 1, max(len(buffer) - 65536, 0), -1):
+        char = buffer[index]
+        if char < "\x80" and char not in "\r\n" and buffer[index - 1] != "\r":
+            return index
+    return 0

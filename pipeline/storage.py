@@ -1,0 +1,208 @@
+"""One storage interface for local folders (`/path`, `file:///path`) and S3 (`s3://bucket/prefix`).
+
+The only module that imports boto3. S3 takes its endpoint, region and
+credentials from the standard AWS environment and config files
+(`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, profiles, ...), so
+AWS, MinIO and Ceph work unchanged. Throttling, 5xx answers and dropped
+connections are retried with exponential backoff (botocore's standard retry
+mode); large files go up in multipart uploads, which S3 makes visible only
+when complete. Errors name the URI and the S3 error code, never credentials.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+from urllib.parse import urlparse
+
+S3_MAX_ATTEMPTS = int(os.environ.get("GLYPH_S3_MAX_ATTEMPTS", "8"))
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed for good (after retries)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    uri: str
+    size: int
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI parts with '/' (works for local paths and s3:// alike)."""
+    out = base.rstrip("/")
+    for part in parts:
+        out += "/" + part.strip("/")
+    return out
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def get_storage(uri: str) -> "Storage":
+    return S3Storage() if is_s3(uri) else LocalStorage()
+
+
+class Storage:
+    """The interface. Paths are full URIs; folders are prefixes."""
+
+    def read_bytes(self, uri: str) -> bytes: ...
+    def write_bytes(self, uri: str, data: bytes) -> None: ...
+    def upload(self, local: Path, uri: str) -> None: ...
+    def download(self, uri: str, local: Path) -> None: ...
+    def open_read(self, uri: str) -> BinaryIO: ...
+    def exists(self, uri: str) -> bool: ...
+    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+    def delete(self, uri: str) -> None: ...
+
+    def read_text(self, uri: str) -> str:
+        return self.read_bytes(uri).decode("utf-8")
+
+    def write_text(self, uri: str, text: str) -> None:
+        self.write_bytes(uri, text.encode("utf-8"))
+
+
+class LocalStorage(Storage):
+    """Local files. Writes go to a temporary name in the same folder, then an atomic rename."""
+
+    @staticmethod
+    def path(uri: str) -> Path:
+        return Path(urlparse(uri).path) if str(uri).startswith("file://") else Path(uri)
+
+    def read_bytes(self, uri: str) -> bytes:
+        return self.path(uri).read_bytes()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        target = self.path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp",
+                                         delete=False) as handle:
+            handle.write(data)
+        os.chmod(handle.name, 0o644)
+        os.replace(handle.name, target)
+
+    def upload(self, local: Path, uri: str) -> None:
+        target = self.path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(local, temp)
+        os.replace(temp, target)
+
+    def download(self, uri: str, local: Path) -> None:
+        shutil.copyfile(self.path(uri), local)
+
+    def open_read(self, uri: str) -> BinaryIO:
+        return self.path(uri).open("rb")
+
+    def exists(self, uri: str) -> bool:
+        return self.path(uri).exists()
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        root = self.path(prefix)
+        if root.is_file():
+            yield ObjectInfo(str(root), root.stat().st_size)
+            return
+        if not root.is_dir():
+            return
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            yield ObjectInfo(str(path), path.stat().st_size)
+
+    def delete(self, uri: str) -> None:
+        self.path(uri).unlink(missing_ok=True)
+
+
+def _split(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if not parsed.netloc:
+        raise StorageError(f"{uri}: an S3 URI needs a bucket: s3://bucket/key")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+@functools.lru_cache(maxsize=1)
+def _client_for_pid(pid: int):
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+                    connect_timeout=10, read_timeout=60, tcp_keepalive=True)
+    return boto3.session.Session().client("s3", config=config)
+
+
+def _client():
+    # boto3 clients are not fork-safe: one per process.
+    return _client_for_pid(os.getpid())
+
+
+class S3Storage(Storage):
+    def _call(self, what: str, uri: str, fn, *args, **kwargs):
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "?")
+            raise StorageError(f"{what} {uri} failed: S3 error {code}") from None
+        except (BotoCoreError, S3UploadFailedError) as err:
+            # boto3 aborts a failed multipart upload, so nothing half-written becomes visible.
+            raise StorageError(f"{what} {uri} failed after {S3_MAX_ATTEMPTS} attempts: {type(err).__name__}") from None
+
+    def read_bytes(self, uri: str) -> bytes:
+        bucket, key = _split(uri)
+        body = self._call("read", uri, _client().get_object, Bucket=bucket, Key=key)["Body"]
+        return self._call("read", uri, body.read)
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        bucket, key = _split(uri)
+        self._call("write", uri, _client().put_object, Bucket=bucket, Key=key, Body=data)
+
+    def upload(self, local: Path, uri: str) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        bucket, key = _split(uri)
+        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
+        self._call("upload", uri, _client().upload_file, str(local), bucket, key, Config=config)
+
+    def download(self, uri: str, local: Path) -> None:
+        bucket, key = _split(uri)
+        self._call("download", uri, _client().download_file, bucket, key, str(local))
+
+    def open_read(self, uri: str) -> BinaryIO:
+        bucket, key = _split(uri)
+        return self._call("read", uri, _client().get_object, Bucket=bucket, Key=key)["Body"]
+
+    def exists(self, uri: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        bucket, key = _split(uri)
+        try:
+            _client().head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StorageError(f"exists {uri} failed: S3 error {err.response['Error'].get('Code')}") from None
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        bucket, key = _split(prefix)
+        if key and not key.endswith("/"):
+            key += "/"  # a folder: s3://b/data must not list s3://b/data2/
+        pages = _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+        for page in self._call("list", prefix, list, pages):
+            for item in page.get("Contents", []):
+                yield ObjectInfo(f"s3://{bucket}/{item['Key']}", item["Size"])
+
+    def delete(self, uri: str) -> None:
+        bucket, key = _split(uri)
+        self._call("delete", uri, _client().delete_object, Bucket=bucket, Key=key)
+
+
+def list_uris(prefix: str) -> list[ObjectInfo]:
+    return list(get_storage(prefix).list(prefix))
