@@ -89,6 +89,8 @@ class ShardRenderer:
                 self.stats.skipped.append(item.to_dict())
                 continue
             doc = self.render_record(item)
+            if doc is None:
+                continue
             self.stats.add(doc)
             self.documents.append(doc)
         self.stats.seconds = time.perf_counter() - started
@@ -96,15 +98,21 @@ class ShardRenderer:
         return {**self.stats.summary(), "backend": self.backend, "tokenizer": self.tokenizer.spec,
                 "shards": shards}
 
-    def render_record(self, record: Record) -> dict:
-        """Render one document, write its pages; return its per-document stats."""
+    def render_record(self, record: Record) -> dict | None:
+        """Render one document, write its pages; return its per-document stats (None: skipped)."""
         source_id = _unique_id(record, self._used_ids)
         renderer = self._renderer(self.styles.choose(source_id, record.kind))
+        try:  # layout first: a document that cannot be laid out is skipped before any page is written
+            layouts = renderer.layout(record.text)
+        except Exception as err:  # noqa: BLE001 - counted with its reason, the shard goes on
+            self.stats.skipped.append(Skip(record.where, record.id, f"layout failed: {type(err).__name__}: {err}")
+                                      .to_dict())
+            return None
         config = renderer.cfg.to_glyph_dict()
         doc = {"source_id": record.id, "where": record.where, "style": renderer.cfg.style, "pages": 0,
                "characters": len(record.text), "text_tokens": self.tokenizer.count(record.text),
                "visual_tokens": 0, "missing_glyphs": 0, **record.extra}
-        for page in renderer.iter_pages(record.text):
+        for page in renderer.iter_pages(record.text, layouts):
             meta = {"source_id": record.id, **record.extra, "style": renderer.cfg.style, "backend": self.backend,
                     **page.metadata(), "config": config}
             self.writer.write(sample_key(source_id, page.index), page.png(), page.text, meta)

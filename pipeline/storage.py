@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 from urllib.parse import urlparse
 
-S3_MAX_ATTEMPTS = int(os.environ.get("GLYPH_S3_MAX_ATTEMPTS", "8"))
-MULTIPART_THRESHOLD = 64 * 1024 * 1024
+
+
+def _max_attempts() -> int:
+    """Attempts per S3 call, retries included (GLYPH_S3_MAX_ATTEMPTS, default 8)."""
+    return int(os.environ.get("GLYPH_S3_MAX_ATTEMPTS", "8"))
+
+
+def _multipart_bytes() -> int:
+    """Files above this go up in parts of this size (GLYPH_S3_MULTIPART_MB, default 64)."""
+    return int(float(os.environ.get("GLYPH_S3_MULTIPART_MB", "64")) * 1024 * 1024)
 
 
 class StorageError(RuntimeError):
@@ -125,19 +133,19 @@ def _split(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-@functools.lru_cache(maxsize=1)
-def _client_for_pid(pid: int):
+@functools.lru_cache(maxsize=4)
+def _client_for(pid: int, attempts: int, endpoint: str | None):
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+    config = Config(retries={"max_attempts": attempts, "mode": "standard"},
                     connect_timeout=10, read_timeout=60, tcp_keepalive=True)
     return boto3.session.Session().client("s3", config=config)
 
 
 def _client():
-    # boto3 clients are not fork-safe: one per process.
-    return _client_for_pid(os.getpid())
+    # boto3 clients are not fork-safe: one per process (and per retry setting and endpoint).
+    return _client_for(os.getpid(), _max_attempts(), os.environ.get("AWS_ENDPOINT_URL"))
 
 
 class S3Storage(Storage):
@@ -152,7 +160,7 @@ class S3Storage(Storage):
             raise StorageError(f"{what} {uri} failed: S3 error {code}") from None
         except (BotoCoreError, S3UploadFailedError) as err:
             # boto3 aborts a failed multipart upload, so nothing half-written becomes visible.
-            raise StorageError(f"{what} {uri} failed after {S3_MAX_ATTEMPTS} attempts: {type(err).__name__}") from None
+            raise StorageError(f"{what} {uri} failed after {_max_attempts()} attempts: {type(err).__name__}") from None
 
     def read_bytes(self, uri: str) -> bytes:
         bucket, key = _split(uri)
@@ -167,7 +175,8 @@ class S3Storage(Storage):
         from boto3.s3.transfer import TransferConfig
 
         bucket, key = _split(uri)
-        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
+        part = _multipart_bytes()
+        config = TransferConfig(multipart_threshold=part, multipart_chunksize=part)
         self._call("upload", uri, _client().upload_file, str(local), bucket, key, Config=config)
 
     def download(self, uri: str, local: Path) -> None:

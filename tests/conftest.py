@@ -16,3 +16,51 @@ def sample_docs() -> dict[str, str]:
 
     with CORPUS.open(encoding="utf-8") as handle:
         return {item["id"]: item["text"] for item in map(json.loads, handle)}
+
+
+class S3Service:
+    def __init__(self, proxy, bucket: str):
+        self.proxy, self.bucket = proxy, bucket
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([f"s3://{self.bucket}", *parts])
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3")
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """moto's S3 server on 127.0.0.1 behind a fault proxy; AWS_* variables point boto3 at it."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.support.s3 import FaultProxy, free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    proxy = FaultProxy(port)
+    os.environ.update({
+        "AWS_ACCESS_KEY_ID": "test-access-key", "AWS_SECRET_ACCESS_KEY": "test-secret-do-not-log",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
+        "GLYPH_S3_MAX_ATTEMPTS": "4",
+    })
+    service = S3Service(proxy, "glyph-test")
+    service.client().create_bucket(Bucket=service.bucket)
+    yield service
+    proxy.close()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_client(s3):
+    """A real Dask LocalCluster with 2 worker processes (started after the S3 variables are set)."""
+    from pipeline.corpus.render_corpus import make_client
+
+    client = make_client(workers=2)
+    yield client
+    cluster = client.cluster
+    client.close()
+    cluster.close()

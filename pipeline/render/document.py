@@ -88,9 +88,13 @@ class Renderer:
         text = raw_text if normalized else normalize_text(raw_text)
         return RenderedDocument(text=text, pages=list(self.iter_pages(text)), text_tokens=self.tokenizer.count(text))
 
-    def iter_pages(self, text: str):
+    def layout(self, text: str):
+        """Page layouts of an already normalized text (pure logic; no pixels yet)."""
+        return self.paginator.paginate(text)
+
+    def iter_pages(self, text: str, layouts=None):
         """Yield the pages of an already normalized text one at a time (bounded memory)."""
-        layouts = self.paginator.paginate(text)
+        layouts = self.layout(text) if layouts is None else layouts
         for layout, pixels in zip(layouts, self.rasterizer.rasterize(self.cfg, self.chain, layouts)):
             page_text = text[layout.start:layout.end]
             height, width = pixels.shape[:2]

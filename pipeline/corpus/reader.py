@@ -1,0 +1,49 @@
+"""Reading rendered shards back: samples decoded to PIL image, text and metadata.
+
+Streams local or S3 shards through the `webdataset` library; tar bytes are
+opened through the storage module, so S3 needs nothing but the standard AWS
+environment. Ready for the training loaders (which add rank/worker splitting).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+from pipeline import storage
+
+
+def shard_uris(uri: str) -> list[str]:
+    """The tar shards at uri: one .tar, or every .tar listed by the dataset manifest (or under the prefix)."""
+    if uri.endswith(".tar"):
+        return [uri]
+    store = storage.get_storage(uri)
+    manifest = storage.join(uri, "manifest.json")
+    if store.exists(manifest):
+        return [storage.join(uri, s["shard"]) for s in json.loads(store.read_text(manifest))["shards"]]
+    return sorted(o.uri for o in store.list(uri) if o.uri.endswith(".tar"))
+
+
+def _open_streams(sources) -> Iterator[dict]:
+    for source in sources:
+        url = source["url"]
+        stream = storage.get_storage(url).open_read(url)
+        try:
+            yield {**source, "stream": stream}
+        finally:
+            stream.close()
+
+
+def read_shards(uri: str | list[str], decode: bool = True, shuffle: bool = False, seed: int = 0):
+    """Iterate samples: {"__key__", "png": PIL.Image, "txt": str, "json": dict} (bytes if decode=False).
+    """
+    import webdataset as wds
+
+    urls = uri if isinstance(uri, list) else shard_uris(uri)
+    stages = [wds.SimpleShardList(urls, seed=seed if shuffle else None)]
+    if shuffle:
+        stages.append(wds.shuffle(1000, seed=seed))
+    stages += [_open_streams, wds.tarfile_to_samples()]
+    if decode:
+        stages.append(wds.decode("pil"))
+    return wds.DataPipeline(*stages)
