@@ -188,16 +188,14 @@ class S3Storage(Storage):
         return self._call("read", uri, _client().get_object, Bucket=bucket, Key=key)["Body"]
 
     def exists(self, uri: str) -> bool:
-        from botocore.exceptions import ClientError
-
         bucket, key = _split(uri)
         try:
-            _client().head_object(Bucket=bucket, Key=key)
+            self._call("exists", uri, _client().head_object, Bucket=bucket, Key=key)
             return True
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        except StorageError as err:
+            if str(err).endswith(("S3 error 404", "S3 error NoSuchKey", "S3 error NotFound")):
                 return False
-            raise StorageError(f"exists {uri} failed: S3 error {err.response['Error'].get('Code')}") from None
+            raise
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         bucket, key = _split(prefix)

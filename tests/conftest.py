@@ -34,6 +34,8 @@ class S3Service:
 @pytest.fixture(scope="session")
 def s3():
     """moto's S3 server on 127.0.0.1 behind a fault proxy; AWS_* variables point boto3 at it."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
     from tests.support.s3 import FaultProxy, free_port
@@ -41,6 +43,7 @@ def s3():
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     proxy = FaultProxy(port)
     os.environ.update({
         "AWS_ACCESS_KEY_ID": "test-access-key", "AWS_SECRET_ACCESS_KEY": "test-secret-do-not-log",

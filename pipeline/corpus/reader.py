@@ -38,12 +38,13 @@ def read_shards(uri: str | list[str], decode: bool = True, shuffle: bool = False
     """Iterate samples: {"__key__", "png": PIL.Image, "txt": str, "json": dict} (bytes if decode=False).
     """
     import webdataset as wds
+    from webdataset.tariterators import group_by_keys, tar_file_expander
 
     urls = uri if isinstance(uri, list) else shard_uris(uri)
     stages = [wds.SimpleShardList(urls, seed=seed if shuffle else None)]
     if shuffle:
         stages.append(wds.shuffle(1000, seed=seed))
-    stages += [_open_streams, wds.tarfile_to_samples()]
+    stages += [_open_streams, tar_file_expander, group_by_keys]  # webdataset's tar parsing, our opener
     if decode:
         stages.append(wds.decode("pil"))
     return wds.DataPipeline(*stages)

@@ -18,6 +18,7 @@ import resource
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -130,9 +131,11 @@ def render_corpus(shards_uri: str, out_uri: str, settings: CorpusRenderSettings,
     client = client or make_client(workers, scheduler)
     print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
     started = time.perf_counter()
+    run = uuid.uuid4().hex[:8]  # a failed run's task keys must not answer for this one
     try:
         futures = [client.submit(render_input_shard, shard, shards_uri, out_uri, dataset, settings,
-                                 key=f"render-{dataset}-{shard['index']:06d}", pure=False, retries=TASK_RETRIES)
+                                 key=f"render-{dataset}-{shard['index']:06d}-{run}", pure=False,
+                                 retries=TASK_RETRIES)
                    for shard in shards]
         results, failures = [], []
         for future in tqdm(as_completed(futures), total=len(futures), unit="shard", disable=None, file=sys.stderr):
@@ -156,6 +159,8 @@ def render_corpus(shards_uri: str, out_uri: str, settings: CorpusRenderSettings,
 
 def _remove_temporaries(out_uri: str) -> None:
     """Local temporary files left by a killed run (S3 never shows an unfinished upload)."""
+    if storage.is_s3(out_uri):
+        return
     store = storage.get_storage(out_uri)
     for obj in store.list(out_uri):
         name = obj.uri.rsplit("/", 1)[-1]

@@ -83,7 +83,10 @@ class CorpusReader:
                     continue
                 try:
                     item = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                except UnicodeDecodeError as err:
+                    yield Skip(where, None, f"not valid UTF-8 at byte {err.start}")
+                    continue
+                except json.JSONDecodeError as err:
                     yield Skip(where, None, f"invalid JSON: {str(err)[:120]}")
                     continue
                 if not isinstance(item, dict):
