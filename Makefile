@@ -3,9 +3,9 @@
 setup:
 	bash scripts/setup.sh
 
-# Render the bundled sample corpus with the paper's best config; print the summary.
+# Shard the bundled sample corpus, render it with Dask, verify it; print where and the summary.
 demo: setup
-	.venv/bin/pipeline render --shard data/sample/sample.jsonl --out out/demo
+	bash scripts/demo.sh
 
 test: setup
 	.venv/bin/python -m pytest -n 2 -q

@@ -42,7 +42,8 @@ def _shard(args: argparse.Namespace) -> int:
     from pipeline.corpus.sharder import CorpusSharder, ShardSettings
 
     settings = ShardSettings(num_shards=args.num_shards, max_chars=args.max_chars, dataset=args.dataset,
-                             id_field=args.id_field, text_field=args.text_field)
+                             id_field=args.id_field, text_field=args.text_field,
+                             chars_per_shard=args.chars_per_shard)
     summary = CorpusSharder(settings).run(args.inputs, args.out, command=sys.argv)
     _print_summary(summary, drop=("skipped", "shards", "settings", "command"))
     for skip in summary["skipped"][:20]:
@@ -114,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("inputs", nargs="+", metavar="INPUT",
                        help="JSONL (.gz/.zst), Parquet, or folders of text/source files; local or s3://")
     shard.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
-    shard.add_argument("--num-shards", type=int, default=None, help="default: about 20M characters per shard")
+    shard.add_argument("--num-shards", type=int, default=None, help="default: --chars-per-shard each")
+    shard.add_argument("--chars-per-shard", type=int, default=20_000_000,
+                       help="sets the output tar size: 20M characters make about 1 GB of pages at the best config")
     shard.add_argument("--max-chars", type=int, default=200_000, help="characters per render unit (sample)")
     shard.add_argument("--dataset", default="corpus", help="dataset name used in shard names")
     shard.add_argument("--id-field", default="id")

@@ -112,9 +112,9 @@ def make_client(workers: int | None = None, scheduler: str | None = None):
     if scheduler:
         return Client(scheduler)
     workers = workers or os.cpu_count() or 1
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            dashboard_address="127.0.0.1:0", host="127.0.0.1", silence_logs=logging.WARNING)
-    logging.getLogger("distributed").setLevel(logging.WARNING)
     return Client(cluster)
 
 

@@ -138,3 +138,14 @@ def test_kill_minus_nine_then_rerun_gives_the_same_shards(tmp_path, input_shards
     assert verify_dataset(str(killed)) == []
     assert tar_bytes(killed) == tar_bytes(clean)
     assert sorted(p.name for p in killed.iterdir()) == sorted(p.name for p in clean.iterdir())
+
+
+def test_cli_with_an_existing_scheduler(tmp_path, input_shards, dask_client, capsys):
+    out = tmp_path / "via-scheduler"
+    assert main(["render-corpus", input_shards, "--out", str(out), "--styles", "dark=1",
+                 "--scheduler", dask_client.scheduler.address]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["styles"] == {"dark": printed["units"]} or set(printed["styles"]) <= {"dark", "code"}
+    assert main(["verify", str(out)]) == 0
+    assert main(["inspect", str(out), "--sheet", str(tmp_path / "sheet.png")]) == 0
+    assert (tmp_path / "sheet.png").exists()
