@@ -43,7 +43,8 @@ def _shard(args: argparse.Namespace) -> int:
 
     settings = ShardSettings(num_shards=args.num_shards, max_chars=args.max_chars, dataset=args.dataset,
                              id_field=args.id_field, text_field=args.text_field,
-                             chars_per_shard=args.chars_per_shard)
+                             chars_per_shard=args.chars_per_shard, max_visual_tokens=args.max_visual_tokens,
+                             budget_style=args.budget_style)
     summary = CorpusSharder(settings).run(args.inputs, args.out, command=sys.argv)
     _print_summary(summary, drop=("skipped", "shards", "settings", "command"))
     for skip in summary["skipped"][:20]:
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--chars-per-shard", type=int, default=20_000_000,
                        help="sets the output tar size: 20M characters make about 1 GB of pages at the best config")
     shard.add_argument("--max-chars", type=int, default=200_000, help="characters per render unit (sample)")
+    shard.add_argument("--max-visual-tokens", type=int, default=None,
+                       help="also cap each unit at this many GLM-4.1V visual tokens (e.g. to fit a context)")
+    shard.add_argument("--budget-style", default="best-en", help="the style the visual-token budget assumes")
     shard.add_argument("--dataset", default="corpus", help="dataset name used in shard names")
     shard.add_argument("--id-field", default="id")
     shard.add_argument("--text-field", default="text")

@@ -38,6 +38,8 @@ class ShardSettings:
     dataset: str = "corpus"
     id_field: str = "id"
     text_field: str = "text"
+    max_visual_tokens: int | None = None  # also cap each unit at this many visual tokens...
+    budget_style: str = "best-en"  # ...when rendered in this style
 
     def __post_init__(self) -> None:
         if self.num_shards is not None and self.num_shards < 1:
@@ -104,6 +106,12 @@ class CorpusSharder:
     def __init__(self, settings: ShardSettings):
         self.settings = settings
         self.counts = ShardCounts()
+        self.budget = None
+        if settings.max_visual_tokens:
+            from pipeline.corpus.budget import VisualTokenBudget
+            from pipeline.render.styles import load_style
+
+            self.budget = VisualTokenBudget(load_style(settings.budget_style), settings.max_visual_tokens)
         self._hashes: dict[bytes, str] = {}
         self._ids: set[str] = set()
 
@@ -146,8 +154,7 @@ class CorpusSharder:
         self.counts.split_documents += units > 1
 
     def _split(self, doc: RawDocument, digest, spool: UnitSpool) -> tuple[int, int]:
-        """Stream the document's pieces into units of at most max_chars; return (chars, units)."""
-        max_chars = self.settings.max_chars
+        """Stream the document's pieces into units within budget; return (chars, units)."""
         buffer, offset, units = "", 0, 0
 
         def emit(text: str) -> None:
@@ -160,15 +167,28 @@ class CorpusSharder:
         for piece in doc.chunks:
             digest.update(piece.encode("utf-8"))
             buffer += piece
-            pos = 0  # cut with an index: re-slicing a 50 MB buffer per unit would be quadratic
-            while len(buffer) - pos > max_chars:
-                cut = cut_point(buffer, pos, max_chars)
-                emit(buffer[pos:cut])
-                pos = cut
-            buffer = buffer[pos:]
-        if buffer:
-            emit(buffer)
+            buffer = buffer[self._cut_units(buffer, emit, final=False):]
+        self._cut_units(buffer, emit, final=True)
         return offset, units
+
+    def _cut_units(self, text: str, emit, final: bool) -> int:
+        """Emit the units that can be decided from `text`; return where the undecided rest starts.
+
+        Cuts by index: re-slicing a 50 MB buffer per unit would be quadratic.
+        """
+        pos = 0
+        while pos < len(text):
+            limit = self.settings.max_chars
+            if self.budget is not None:
+                limit = min(limit, self.budget.max_chars())
+            if not final and len(text) - pos <= limit:
+                break  # the next unit may take text that has not arrived yet
+            cut = cut_point(text, pos, limit)
+            if self.budget is not None and not self.budget.fits(text[pos:cut]):
+                continue  # the estimate shrank: cut again, shorter
+            emit(text[pos:cut])
+            pos = cut
+        return pos
 
     def _write_shards(self, spool: UnitSpool, num_shards: int, folder: Path) -> list[dict]:
         folder.mkdir()

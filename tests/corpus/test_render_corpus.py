@@ -149,3 +149,25 @@ def test_cli_with_an_existing_scheduler(tmp_path, input_shards, dask_client, cap
     assert main(["verify", str(out)]) == 0
     assert main(["inspect", str(out), "--sheet", str(tmp_path / "sheet.png")]) == 0
     assert (tmp_path / "sheet.png").exists()
+
+
+def test_worker_killed_mid_run_is_replaced_and_nothing_is_lost(tmp_path, input_shards, dask_client):
+    import threading
+
+    out, clean = tmp_path / "out", tmp_path / "clean"
+    settings = CorpusRenderSettings(styles={"document": 0.5, "web": 0.5}, seed=9)
+    render_corpus(input_shards, str(clean), settings, client=dask_client)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(m=render_corpus(input_shards, str(out), settings,
+                                                                           client=dask_client)))
+    thread.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.glob("*.tar")) and thread.is_alive():
+        time.sleep(0.02)
+    victim = next(iter(dask_client.run(os.getpid).values()))
+    os.kill(victim, signal.SIGKILL)  # a worker dies mid-run; its nanny starts a new one
+    thread.join(timeout=240)
+    assert "m" in result, "the run finished"
+    assert verify_dataset(str(out)) == []
+    assert tar_bytes(out) == tar_bytes(clean)
+    dask_client.wait_for_workers(2, timeout=60)

@@ -141,3 +141,21 @@ def test_settings_are_checked():
         ShardSettings(num_shards=0)
     with pytest.raises(ValueError, match="max-chars"):
         ShardSettings(max_chars=0)
+
+
+def test_visual_token_budget_caps_every_unit(tmp_path, sample_docs):
+    from pipeline.corpus.budget import VisualTokenBudget
+    from pipeline.render.document import Renderer
+    from pipeline.render.styles import load_style
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in sample_docs.items()))
+    settings = ShardSettings(num_shards=2, max_chars=1_000_000, max_visual_tokens=1500)
+    summary = CorpusSharder(settings).run([str(corpus)], str(tmp_path / "out"))
+    units = all_units(tmp_path / "out", settings, 2)
+    budget = VisualTokenBudget(load_style("best-en"), 1500)
+    counts = [budget.tokens(u["text"]) for u in units]
+    assert max(counts) <= 1500 and summary["units"] > len(sample_docs)
+    assert sum(counts) / len(counts) > 700, "units are not needlessly small"
+    rendered = Renderer(load_style("best-en")).render(units[0]["text"], normalized=True)
+    assert rendered.visual_tokens == counts[0], "the layout-only count is what rendering reports"
