@@ -85,6 +85,61 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from pipeline.evaluate.evaluators import OfflineEvaluator, load_items
+    from pipeline.search.fitness import Fitness
+    from pipeline.search.genetic import GeneticSearch, SearchSettings
+
+    items = load_items(args.validation)
+    settings = SearchSettings(population=args.population, generations=args.generations, seed=args.seed,
+                              max_evaluations=args.max_evaluations)
+    critic = None
+    if args.endpoint:
+        from pipeline.evaluate.client import ChatClient
+        from pipeline.evaluate.evaluators import VlmEvaluator
+        from pipeline.search.critic import LLMCritic
+
+        client = ChatClient(args.endpoint, args.model, timeout=args.timeout)
+        evaluator = VlmEvaluator(client)
+        critic = LLMCritic(ChatClient(args.critic_endpoint or args.endpoint, args.critic_model or args.model,
+                                      timeout=args.timeout))
+    else:
+        evaluator = OfflineEvaluator(max_pages_per_item=args.pages_per_item)
+    fitness = Fitness(mode=args.fitness, min_ratio=args.min_ratio)
+    result = GeneticSearch(settings, evaluator, items, args.out, fitness, critic).run()
+    if args.save_config:
+        from pipeline.search.space import to_config
+
+        best = to_config(result["best"]["genes"], name=Path(args.save_config).stem).to_glyph_dict()
+        best["search"] = {k: result["best"][k] for k in ("accuracy", "compression_ratio", "fitness")}
+        best["search"]["evaluator"] = result["evaluator"]
+        Path(args.save_config).write_text(json.dumps(best, indent=2) + "\n")
+    _print_summary(result)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pipeline.evaluate.client import ChatClient
+    from pipeline.evaluate.evaluators import load_items
+    from pipeline.evaluate.harness import run_eval
+    from pipeline.render.styles import resolve_config
+
+    report = run_eval(load_items(args.data), resolve_config(args.style, args.config),
+                      ChatClient(args.endpoint, args.model, timeout=args.timeout), args.out)
+    _print_summary(report, drop=("config",))
+    return 0
+
+
+def _needle(args: argparse.Namespace) -> int:
+    from pipeline.evaluate.needle import load_haystack, make_items
+
+    items = make_items(load_haystack(args.haystack), [int(v) for v in args.lengths.split(",")],
+                       [float(v) for v in args.depths.split(",")], seed=args.seed)
+    Path(args.out).write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    print(f"wrote {len(items)} needle items to {args.out}", file=sys.stderr)
+    return 0
+
+
 def _print_summary(summary: dict, drop: tuple = ()) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k not in drop}, indent=2, ensure_ascii=False))
 
@@ -153,6 +208,44 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--pages", type=int, default=12)
     inspect.add_argument("--seed", type=int, default=0)
     inspect.set_defaults(func=_inspect)
+
+    search = commands.add_parser("search", help="genetic search of render configs (offline OCR evaluator "
+                                                "unless --endpoint is given)")
+    search.add_argument("--validation", required=True, help="JSONL items: context, question, answers")
+    search.add_argument("--out", required=True, help="state, best config and plot go here (folder or s3://)")
+    search.add_argument("--generations", type=int, default=10)
+    search.add_argument("--population", type=int, default=16)
+    search.add_argument("--max-evaluations", type=int, default=None)
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--endpoint", help="OpenAI-compatible endpoint of the VLM (and by default the critic)")
+    search.add_argument("--model", help="model name at --endpoint")
+    search.add_argument("--critic-endpoint", help="another endpoint for the critic LLM")
+    search.add_argument("--critic-model")
+    search.add_argument("--timeout", type=float, default=120.0)
+    search.add_argument("--fitness", default="constrained", choices=("constrained", "product"))
+    search.add_argument("--min-ratio", type=float, default=2.5, help="compression the constrained fitness wants")
+    search.add_argument("--pages-per-item", type=int, default=2, help="offline evaluator: pages OCRed per item")
+    search.add_argument("--save-config", help="also write the best config here, e.g. configs/render/searched-x.json")
+    search.set_defaults(func=_search)
+
+    evaluate = commands.add_parser("eval", help="answer long-context items from rendered pages through a VLM")
+    evaluate.add_argument("--data", required=True, help="JSONL items: context, question, answers[, task, metric]")
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--config", help="render config (Glyph JSON)")
+    source.add_argument("--style", help="named style; default best-en")
+    evaluate.add_argument("--endpoint", required=True)
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--timeout", type=float, default=300.0)
+    evaluate.set_defaults(func=_eval)
+
+    needle = commands.add_parser("needle", help="write needle-in-a-haystack items over real text")
+    needle.add_argument("--haystack", required=True, help="folder of .txt files")
+    needle.add_argument("--lengths", default="8000,32000", help="context lengths in characters")
+    needle.add_argument("--depths", default="0,0.25,0.5,0.75,1")
+    needle.add_argument("--seed", type=int, default=0)
+    needle.add_argument("--out", required=True)
+    needle.set_defaults(func=_needle)
     return parser
 
 
