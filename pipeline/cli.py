@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -93,26 +94,26 @@ def _search(args: argparse.Namespace) -> int:
     items = load_items(args.validation)
     settings = SearchSettings(population=args.population, generations=args.generations, seed=args.seed,
                               max_evaluations=args.max_evaluations)
-    critic = None
+    from pipeline.evaluate.client import ChatClient
+
+    evaluator, critic = OfflineEvaluator(max_pages_per_item=args.pages_per_item), None
     if args.endpoint:
-        from pipeline.evaluate.client import ChatClient
         from pipeline.evaluate.evaluators import VlmEvaluator
+
+        evaluator = VlmEvaluator(ChatClient(args.endpoint, args.model, timeout=args.timeout))
+    critic_endpoint = args.critic_endpoint or args.endpoint
+    if critic_endpoint:
         from pipeline.search.critic import LLMCritic
 
-        client = ChatClient(args.endpoint, args.model, timeout=args.timeout)
-        evaluator = VlmEvaluator(client)
-        critic = LLMCritic(ChatClient(args.critic_endpoint or args.endpoint, args.critic_model or args.model,
-                                      timeout=args.timeout))
-    else:
-        evaluator = OfflineEvaluator(max_pages_per_item=args.pages_per_item)
+        critic = LLMCritic(ChatClient(critic_endpoint, args.critic_model or args.model, timeout=args.timeout))
     fitness = Fitness(mode=args.fitness, min_ratio=args.min_ratio)
     result = GeneticSearch(settings, evaluator, items, args.out, fitness, critic).run()
     if args.save_config:
         from pipeline.search.space import to_config
 
         best = to_config(result["best"]["genes"], name=Path(args.save_config).stem).to_glyph_dict()
-        best["search"] = {k: result["best"][k] for k in ("accuracy", "compression_ratio", "fitness")}
-        best["search"]["evaluator"] = result["evaluator"]
+        best["x-search"] = {k: result["best"][k] for k in ("accuracy", "compression_ratio", "fitness")}
+        best["x-search"].update(evaluator=result["evaluator"], fitness_definition=result["fitness_definition"])
         Path(args.save_config).write_text(json.dumps(best, indent=2) + "\n")
     _print_summary(result)
     return 0
@@ -217,10 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--population", type=int, default=16)
     search.add_argument("--max-evaluations", type=int, default=None)
     search.add_argument("--seed", type=int, default=0)
-    search.add_argument("--endpoint", help="OpenAI-compatible endpoint of the VLM (and by default the critic)")
-    search.add_argument("--model", help="model name at --endpoint")
-    search.add_argument("--critic-endpoint", help="another endpoint for the critic LLM")
-    search.add_argument("--critic-model")
+    search.add_argument("--endpoint", default=os.environ.get("GLYPH_VLM_ENDPOINT"),
+                        help="OpenAI-compatible endpoint of the VLM, also the critic's by default "
+                             "(env GLYPH_VLM_ENDPOINT; key from OPENAI_API_KEY)")
+    search.add_argument("--model", default=os.environ.get("GLYPH_VLM_MODEL"), help="model at --endpoint")
+    search.add_argument("--critic-endpoint", default=os.environ.get("GLYPH_CRITIC_ENDPOINT"),
+                        help="the critic LLM's endpoint; with no --endpoint: offline evaluator plus critic")
+    search.add_argument("--critic-model", default=os.environ.get("GLYPH_CRITIC_MODEL"))
     search.add_argument("--timeout", type=float, default=120.0)
     search.add_argument("--fitness", default="constrained", choices=("constrained", "product"))
     search.add_argument("--min-ratio", type=float, default=2.5, help="compression the constrained fitness wants")

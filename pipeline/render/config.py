@@ -171,6 +171,8 @@ class RenderConfig:
         by_key = {f.metadata["key"]: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
+            if key.startswith("x-"):  # annotations (e.g. "x-search" scores): not rendering settings
+                continue
             if key not in by_key:
                 log.warning("render config: ignoring unknown key %r", key)
                 continue
