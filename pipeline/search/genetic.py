@@ -31,7 +31,7 @@ class SearchSettings:
     generations: int = 10
     max_evaluations: int | None = None
     seed: int = 0
-    elite: int = 2
+    elite: int | None = None  # default: 2, or population - 1 when smaller
     tournament: int = 3
     mutation_rate: float = 0.25
     patience: int = 3  # stop after this many generations without improvement
@@ -43,6 +43,8 @@ class SearchSettings:
             raise ValueError(f"population: must be >= 2, got {self.population}")
         if self.generations < 1:
             raise ValueError(f"generations: must be >= 1, got {self.generations}")
+        if self.elite is None:
+            self.elite = min(2, self.population - 1)
         if not 0 <= self.elite < self.population:
             raise ValueError(f"elite: must be in [0, population), got {self.elite}")
 
