@@ -56,7 +56,8 @@ def run(corpus: Path, work: Path, workers: int, styles: dict, chars_per_shard: i
     chars, pages = manifest["characters"], manifest["pages"]
     return {"workers": workers, "shards": len(manifest["shards"]), "characters": chars, "pages": pages,
             "shard_seconds": round(sharded - started, 2), "render_seconds": round(done - sharded, 2),
-            "render_chars_per_s": round(chars / (done - sharded)), "render_pages_per_s": round(pages / (done - sharded), 1),
+            "render_chars_per_s": round(chars / (done - sharded)),
+            "render_pages_per_s": round(pages / (done - sharded), 1),
             "end_to_end_chars_per_s": round(chars / (done - started)),
             "end_to_end_pages_per_s": round(pages / (done - started), 1),
             "peak_rss_mb_per_worker": max(peaks)}

@@ -75,7 +75,8 @@ def main() -> None:
             totals[name]["visual_tokens"] += sum(GLM41V.tokens(w, h) for w, h in sizes)
     reference = totals["glyph-reference"]
     report = {"machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
-              "style": args.style, "unwrapped": args.unwrap, "documents": len(docs), "characters": characters, "text_tokens": text_tokens,
+              "style": args.style, "unwrapped": args.unwrap, "documents": len(docs), "characters": characters,
+              "text_tokens": text_tokens,
               "engines": {}}
     for name, t in totals.items():
         pages_per_s = t["pages"] / t["seconds"]

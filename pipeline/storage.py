@@ -211,5 +211,15 @@ class S3Storage(Storage):
         self._call("delete", uri, _client().delete_object, Bucket=bucket, Key=key)
 
 
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def list_uris(prefix: str) -> list[ObjectInfo]:
     return list(get_storage(prefix).list(prefix))

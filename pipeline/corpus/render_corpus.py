@@ -11,7 +11,6 @@ manifest is written when every shard is complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import resource
@@ -70,7 +69,7 @@ def render_input_shard(shard: dict, shards_uri: str, out_uri: str, dataset: str,
             import tarfile
 
             tarfile.open(final, "w").close()
-        checksum = _sha256(final)
+        checksum = storage.file_sha256(final)
         store.upload(final, storage.join(out_uri, f"{name}.tar"))
     stats = {
         "shard": f"{name}.tar", "index": shard["index"], "input_shard": shard["shard"],
@@ -93,14 +92,6 @@ def _records(uri: str):
         extra = {"doc_id": unit["doc_id"], "unit": unit["unit"], "unit_start": unit["start"],
                  "unit_end": unit["end"]}
         yield Record(unit["id"], unit["text"], unit["source"], unit["kind"], extra)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_client(workers: int | None = None, scheduler: str | None = None):

@@ -209,7 +209,7 @@ class CorpusSharder:
                 shutil.copyfileobj(source, packed)
             Path(handle.name).unlink()
             stat["bytes"] = target.stat().st_size
-            stat["sha256"] = _sha256(target)
+            stat["sha256"] = storage.file_sha256(target)
             stat["path"] = target
         return stats
 
@@ -235,14 +235,6 @@ class CorpusSharder:
         }
         store.write_text(storage.join(out_uri, SUMMARY), json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         return summary
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_units(uri: str):

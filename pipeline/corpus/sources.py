@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
 from pipeline import storage
-from pipeline.io.readers import Skip
+from pipeline.io.readers import MISSING, Skip, check_text
 from pipeline.render.normalize import InvalidUnicodeError, check_unicode, normalize_text
 
 CODE_EXTENSIONS = frozenset({
@@ -92,7 +92,7 @@ class CorpusReader:
                 if not isinstance(item, dict):
                     yield Skip(where, None, "record is not a JSON object")
                     continue
-                yield self._record(item.get(self.id_field), item.get(self.text_field, _MISSING), where,
+                yield self._record(item.get(self.id_field), item.get(self.text_field, MISSING), where,
                                    f"{PurePosixPath(uri).name}:{number}")
 
     def _parquet(self, path: Path, uri: str):
@@ -115,18 +115,10 @@ class CorpusReader:
 
     def _record(self, ident, text, where: str, fallback_id: str) -> RawDocument | Skip:
         ident = str(ident) if ident not in (None, "") else fallback_id
-        if text is _MISSING:
-            return Skip(where, ident, f"no {self.text_field!r} field")
-        if not isinstance(text, str):
-            return Skip(where, ident, f"{self.text_field!r} is not a string ({type(text).__name__})")
-        try:
-            normalized = normalize_text(text)
-        except InvalidUnicodeError as err:
-            return Skip(where, ident, f"text is not valid Unicode: {err}")
+        normalized = check_text(ident, text, where, self.text_field)
+        if isinstance(normalized, Skip):
+            return normalized
         return RawDocument(ident, where, kind_of(ident), [normalized])
-
-
-_MISSING = object()
 
 
 class _local_copy:

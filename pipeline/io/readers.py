@@ -65,7 +65,7 @@ class ShardReader:
                 if not isinstance(item, dict):
                     yield Skip(where, None, "record is not a JSON object")
                     continue
-                yield self._record(item.get(self.id_field), item.get(self.text_field, _MISSING), where, number)
+                yield self._record(item.get(self.id_field), item.get(self.text_field, MISSING), where, number)
 
     def _parquet(self):
         import pyarrow.parquet as pq
@@ -94,14 +94,9 @@ class ShardReader:
 
     def _record(self, ident, text, where: str, number: int) -> Record | Skip:
         ident = str(ident) if ident not in (None, "") else f"{self.path.stem}-{number}"
-        if text is _MISSING:
-            return Skip(where, ident, f"no {self.text_field!r} field")
-        if not isinstance(text, str):
-            return Skip(where, ident, f"{self.text_field!r} is not a string ({type(text).__name__})")
-        try:
-            normalized = normalize_text(text)
-        except InvalidUnicodeError as err:
-            return Skip(where, ident, f"text is not valid Unicode: {err}")
+        normalized = check_text(ident, text, where, self.text_field)
+        if isinstance(normalized, Skip):
+            return normalized
         if not normalized:
             return Skip(where, ident, "empty document")
         from pipeline.corpus.sources import kind_of
@@ -109,4 +104,16 @@ class ShardReader:
         return Record(ident, normalized, where, kind_of(ident))
 
 
-_MISSING = object()
+MISSING = object()  # a record without the text field
+
+
+def check_text(ident: str, text, where: str, text_field: str) -> str | Skip:
+    """A record's text, normalized, or the Skip that says why it can't be used."""
+    if text is MISSING:
+        return Skip(where, ident, f"no {text_field!r} field")
+    if not isinstance(text, str):
+        return Skip(where, ident, f"{text_field!r} is not a string ({type(text).__name__})")
+    try:
+        return normalize_text(text)
+    except InvalidUnicodeError as err:
+        return Skip(where, ident, f"text is not valid Unicode: {err}")

@@ -33,6 +33,5 @@ def encode_png(pixels: np.ndarray, level: int = 1) -> bytes:
     raw = np.zeros((height, rows.shape[1] + 1), dtype=np.uint8)  # filter byte 0 on each row
     raw[:, 1:] = rows
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return b"".join(
-        (_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", _deflate.compress(raw.tobytes(), level)), _chunk(b"IEND", b""))
-    )
+    data = _deflate.compress(raw.tobytes(), level)
+    return b"".join((_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", data), _chunk(b"IEND", b"")))

@@ -100,7 +100,7 @@ def test_tabs_and_space_runs_are_kept_and_advance_the_pen():
     text = "\tx\n    x\n\t\tx"
     pages = Paginator(cfg).paginate(text)
     lines = pages[0].lines
-    assert [text[l.start:l.end] for l in lines] == ["\tx\n", "    x\n", "\t\tx"]
+    assert [text[ln.start:ln.end] for ln in lines] == ["\tx\n", "    x\n", "\t\tx"]
     advance = 0.6020 * cfg.font_size  # DejaVu Sans Mono: every glyph is 1233/2048 em wide
     x_of_x = [line.runs[-1].x + line.runs[-1].text.index("x") * advance for line in lines]
     assert x_of_x[0] == pytest.approx(x_of_x[1], abs=0.01)  # one tab = four spaces (tab-size 4)
@@ -132,4 +132,4 @@ def test_line_numbers_label_source_lines_only():
     lines = Paginator(cfg).paginate(text)[0].lines
     labels = [line.label.text if line.label else None for line in lines]
     assert labels[0] == "1" and labels[1] == "2" and None in labels and labels[-1] == "3"
-    assert "".join(text[l.start:l.end] for l in lines) == text
+    assert "".join(text[ln.start:ln.end] for ln in lines) == text
