@@ -141,6 +141,14 @@ def _needle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_tiny_model(args: argparse.Namespace) -> int:
+    from training.models.tiny import make_tiny_model
+
+    out = make_tiny_model(args.out, seed=args.seed)
+    print(f"wrote a tiny GLM-4.1V model, tokenizer and processor to {out}", file=sys.stderr)
+    return 0
+
+
 def _print_summary(summary: dict, drop: tuple = ()) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k not in drop}, indent=2, ensure_ascii=False))
 
@@ -250,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     needle.add_argument("--seed", type=int, default=0)
     needle.add_argument("--out", required=True)
     needle.set_defaults(func=_needle)
+
+    tiny = commands.add_parser("make-tiny-model", help="a tiny random GLM-4.1V model + tokenizer + processor")
+    tiny.add_argument("out", metavar="OUT")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=_make_tiny_model)
     return parser
 
 
