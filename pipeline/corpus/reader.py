@@ -8,9 +8,12 @@ environment. Ready for the training loaders (which add rank/worker splitting).
 from __future__ import annotations
 
 import json
+import logging
 from typing import Iterator
 
 from pipeline import storage
+
+log = logging.getLogger(__name__)
 
 
 def shard_uris(uri: str) -> list[str]:
@@ -34,7 +37,14 @@ def _open_streams(sources) -> Iterator[dict]:
             stream.close()
 
 
-def read_shards(uri: str | list[str], decode: bool = True, shuffle: bool = False, seed: int = 0):
+def skip_bad_sample(exn: Exception) -> bool:
+    """webdataset handler: log a bad tar member or undecodable sample with its reason, and go on."""
+    log.warning("skipping bad sample: %s: %s", type(exn).__name__, exn)
+    return True
+
+
+def read_shards(uri: str | list[str], decode: bool = True, shuffle: bool = False, seed: int = 0,
+                handler=None):
     """Iterate samples: {"__key__", "png": PIL.Image, "txt": str, "json": dict} (bytes if decode=False).
     """
     import webdataset as wds
@@ -44,7 +54,13 @@ def read_shards(uri: str | list[str], decode: bool = True, shuffle: bool = False
     stages = [wds.SimpleShardList(urls, seed=seed if shuffle else None)]
     if shuffle:
         stages.append(wds.shuffle(1000, seed=seed))
-    stages += [_open_streams, tar_file_expander, group_by_keys]  # webdataset's tar parsing, our opener
+    def expand(data):
+        return tar_file_expander(data, handler=handler) if handler else tar_file_expander(data)
+
+    def group(data):
+        return group_by_keys(data, handler=handler) if handler else group_by_keys(data)
+
+    stages += [_open_streams, expand, group]  # webdataset's tar parsing, our opener
     if decode:
-        stages.append(wds.decode("pil"))
+        stages.append(wds.decode("pil", handler=handler) if handler else wds.decode("pil"))
     return wds.DataPipeline(*stages)

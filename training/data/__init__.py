@@ -1,0 +1,1 @@
+"""Training data: rendered shards -> task samples (OCR, interleaved LM, generation) -> model inputs."""

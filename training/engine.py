@@ -1,0 +1,135 @@
+"""What every stage shares: distributed set-up, the DeepSpeed engine, checkpoints, metrics, export.
+
+Runs the same under `python -m training.X` (one process), `deepspeed` and
+`torchrun`: rank and world size come from the environment the launcher sets.
+On a machine without CUDA, DeepSpeed's CPU accelerator and gloo are used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from training.config import TrainConfig
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size), initialising torch.distributed through DeepSpeed."""
+    import deepspeed
+
+    if "RANK" not in os.environ:  # a plain single-process run
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(dist_backend=backend)
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def deepspeed_config(cfg: TrainConfig) -> dict:
+    config = json.loads(cfg.deepspeed_path.read_text())
+    if config.get("bf16", {}).get("enabled") == "auto":
+        config["bf16"]["enabled"] = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return config
+
+
+def build_engine(model, cfg: TrainConfig):
+    """DeepSpeed engine around the model with a torch AdamW (no op compilation) and linear warm-up."""
+    import deepspeed
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
+
+    def warmup(step: int) -> float:
+        return min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup)
+    engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                           lr_scheduler=scheduler, config=deepspeed_config(cfg))
+    return engine
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class Checkpoints:
+    """DeepSpeed checkpoints under OUTPUT/checkpoints; client state carries step and data position."""
+
+    def __init__(self, engine, output_dir: str):
+        self.engine, self.folder = engine, Path(output_dir) / "checkpoints"
+
+    def load(self) -> dict:
+        if not (self.folder / "latest").exists():
+            return {"step": 0, "samples": 0}
+        _, state = self.engine.load_checkpoint(str(self.folder))
+        return state or {"step": 0, "samples": 0}
+
+    def save(self, step: int, samples: int) -> None:
+        self.engine.save_checkpoint(str(self.folder), tag=f"step{step:08d}",
+                                    client_state={"step": step, "samples": samples})
+
+
+class MetricsLog:
+    """Loss, learning rate, samples/s, tokens/s and an MFU estimate as JSON lines (rank 0)."""
+
+    def __init__(self, output_dir: str, rank: int, params: int, peak_flops: float | None = None):
+        self.rank, self.params = rank, params
+        self.peak = peak_flops or float(os.environ.get("GLYPH_PEAK_FLOPS", "0")) or None
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self.started = self.last = time.perf_counter()
+        if rank == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, step: int, loss: float, lr: float, samples: int, tokens: int, **extra) -> dict:
+        now = time.perf_counter()
+        seconds = max(now - self.last, 1e-9)
+        self.last = now
+        flops = 6 * self.params * tokens / seconds  # 6·N·T: forward and backward, attention excluded
+        record = {"step": step, "loss": round(loss, 5), "lr": lr, "samples_per_s": round(samples / seconds, 3),
+                  "tokens_per_s": round(tokens / seconds, 1), "mfu": round(flops / self.peak, 5) if self.peak else None,
+                  "elapsed_s": round(now - self.started, 2), **extra}
+        if self.rank == 0:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        return record
+
+
+def export(engine, processor, output_dir: str, rank: int) -> Path:
+    """The trained model in Hugging Face format, with its processor, for the next stage."""
+    target = Path(output_dir) / "model"
+    state = engine.module.state_dict() if engine.zero_optimization_stage() < 3 else \
+        engine._zero3_consolidated_16bit_state_dict()
+    if rank == 0:
+        engine.module.save_pretrained(target, state_dict=state)
+        processor.save_pretrained(target)
+    return target
+
+
+def write_parameter_digest(engine, output_dir: str, rank: int) -> None:
+    """Each rank writes a hash of its parameters: data-parallel ranks must agree (a cheap sanity check)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in sorted(engine.module.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().numpy().tobytes())
+    path = Path(output_dir) / f"params-rank{rank}.sha256"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(digest.hexdigest() + "\n")
+
+
+def finite(loss: torch.Tensor) -> float:
+    value = float(loss.detach().float().item())
+    if not math.isfinite(value):
+        print(f"non-finite loss {value}", file=sys.stderr)
+    return value
