@@ -28,6 +28,10 @@ class TrainConfig:
     log_every: int = 1
     seed: int = 0
     deepspeed: str = "configs/deepspeed/zero2.json"
+    # SFT: how long contexts are rendered, and the share of auxiliary OCR samples.
+    render_style: str = "best-en"
+    render_config: str | None = None
+    ocr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "max_length", "save_every", "log_every", "max_pages"):
@@ -35,6 +39,8 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.ocr_ratio <= 1.0:
+            raise ValueError(f"ocr_ratio: must be in [0, 1], got {self.ocr_ratio}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps: must be >= 0, got {self.warmup_steps}")
 
@@ -63,5 +69,5 @@ def parse_config(argv=None, description: str = "") -> TrainConfig:
         if name == "tasks" and value is not None:
             values["tasks"] = {k: float(w or 1) for k, _, w in (p.partition("=") for p in value.split(","))}
         elif name in types and value is not None:
-            values[name] = {"int": int, "float": float}.get(types[name], str)(value)
+            values[name] = {"int": int, "float": float}.get(str(types[name]), str)(value)
     return TrainConfig(**values)

@@ -1,0 +1,47 @@
+"""The training loop every stage shares: config, distributed, model, data, engine, loop, export."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from tqdm import tqdm
+
+from training.config import TrainConfig
+from training.engine import (Checkpoints, MetricsLog, build_engine, export, finite, init_distributed, to_device,
+                             write_parameter_digest)
+from training.models import load_model_and_processor
+
+
+def run(cfg: TrainConfig, make_stream) -> int:
+    """Train cfg.max_steps steps on make_stream(processor, rank, world, skip); resume from a checkpoint."""
+    rank, world = init_distributed()
+    torch.manual_seed(cfg.seed)
+
+    model, processor = load_model_and_processor(cfg.model)
+    engine = build_engine(model, cfg)
+    checkpoints = Checkpoints(engine, cfg.output_dir)
+    position = checkpoints.load()  # {"step", "samples"}: where a killed run stopped
+
+    batches = iter(make_stream(processor, rank, world, position["samples"]))
+    metrics = MetricsLog(cfg.output_dir, rank, sum(p.numel() for p in model.parameters()))
+    step, samples = position["step"], position["samples"]
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=rank != 0 or None, file=sys.stderr, unit="step")
+    while step < cfg.max_steps:
+        batch = next(batches)
+        task = batch.pop("task")
+        tokens = int(batch["attention_mask"].sum())
+        loss = engine(**to_device(batch, engine.device)).loss
+        engine.backward(loss)
+        engine.step()
+        step, samples = step + 1, samples + 1
+        if step % cfg.log_every == 0:
+            record = metrics.log(step, finite(loss), engine.get_lr()[0], 1, tokens, task=task)
+            bar.set_postfix(loss=record["loss"], refresh=False)
+        bar.update(1)
+        if step % cfg.save_every == 0 or step == cfg.max_steps:
+            checkpoints.save(step, samples)
+    bar.close()
+    write_parameter_digest(engine, cfg.output_dir, rank)
+    export(engine, processor, cfg.output_dir, rank)
+    return 0
