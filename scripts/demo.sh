@@ -10,3 +10,9 @@ $PIPELINE render-corpus "$OUT/input" --out "$OUT/rendered" ${SCHEDULER:+--schedu
 $PIPELINE verify "$OUT/rendered"
 $PIPELINE inspect "$OUT/rendered" --sheet "${SHEET:-out/demo-inspect.png}" > /dev/null
 echo "rendered shards: $OUT/rendered (manifest.json); contact sheet: ${SHEET:-out/demo-inspect.png}"
+# A short continual pre-training run of the tiny model on the shards just rendered (DeepSpeed, CPU).
+[[ -f out/tiny-model/config.json ]] || $PIPELINE make-tiny-model out/tiny-model
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}
+.venv/bin/python -m training.pretrain --config configs/train/pretrain.yaml --data "$OUT/rendered" \
+    --output-dir out/pretrain --max-steps 10
+echo "pre-training metrics: out/pretrain/metrics.jsonl; exported model: out/pretrain/model"
