@@ -32,6 +32,16 @@ class TrainConfig:
     render_style: str = "best-en"
     render_config: str | None = None
     ocr_ratio: float = 0.0
+    # RL (GRPO).
+    group_size: int = 16
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.28
+    beta: float = 0.04
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    rewards: dict = field(default_factory=lambda: {"f1": 1.0, "format": 0.1})
+    judge_endpoint: str | None = None
+    judge_model: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "max_length", "save_every", "log_every", "max_pages"):
@@ -39,6 +49,8 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if self.group_size < 2:
+            raise ValueError(f"group_size: must be >= 2 (advantages compare within a group), got {self.group_size}")
         if not 0.0 <= self.ocr_ratio <= 1.0:
             raise ValueError(f"ocr_ratio: must be in [0, 1], got {self.ocr_ratio}")
         if self.warmup_steps < 0:
@@ -56,7 +68,7 @@ def parse_config(argv=None, description: str = "") -> TrainConfig:
     parser.add_argument("--config", help="YAML file in configs/train/")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the launcher")
     for f in dataclasses.fields(TrainConfig):
-        if f.name != "tasks":
+        if f.name not in ("tasks", "rewards"):
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None)
     parser.add_argument("--tasks", default=None, help="task mixture, e.g. ocr=0.5,generation=0.5")
     args = parser.parse_args(argv)

@@ -18,9 +18,8 @@ class PromptTooLong(ValueError):
     pass
 
 
-def encode(sample: TaskSample, processor, max_length: int) -> dict:
-    import torch
-
+def encode_prompt(sample: TaskSample, processor) -> dict:
+    """The processor's inputs for the prompt alone (what generation starts from)."""
     prompt, images = "<|user|>", []
     for part in sample.parts:
         if isinstance(part, str):
@@ -29,7 +28,13 @@ def encode(sample: TaskSample, processor, max_length: int) -> dict:
             prompt += IMAGE
             images.append(part.convert("RGB"))
     prompt += sample.instruction + "<|assistant|>"
-    inputs = processor(text=[prompt], images=images or None, return_tensors="pt")
+    return dict(processor(text=[prompt], images=images or None, return_tensors="pt"))
+
+
+def encode(sample: TaskSample, processor, max_length: int) -> dict:
+    import torch
+
+    inputs = encode_prompt(sample, processor)
     prompt_ids = inputs["input_ids"][0]
     if len(prompt_ids) >= max_length:
         raise PromptTooLong(f"{sample.key}: prompt of {len(prompt_ids)} tokens >= max_length {max_length}")

@@ -73,6 +73,16 @@ class SftStream(torch.utils.data.IterableDataset):
             return [(Image.fromarray(p.pixels).convert("RGB"), p.text) for p in document.pages]
         return [(Image.open(_local(path)).convert("RGB"), "") for path in record.get("images", [])]
 
+    def samples(self):
+        """(record number, TaskSample, reference answer) for every usable record, once."""
+        for number, record in self.records():
+            try:
+                sample = self.sample(number, record)
+            except (StopIteration, OSError) as err:
+                log.warning("skipping SFT record %d: %s", number, err)
+                continue
+            yield number, sample, sample.target
+
     def __iter__(self):
         given = 0
         while True:

@@ -1,0 +1,142 @@
+"""GRPO on rendered long contexts (and the auxiliary OCR task), as a DeepSpeed job.
+
+    python -m training.rl --config configs/train/rl.yaml [--model PATH --data FILE.jsonl
+        --output-dir DIR --max-steps N]
+    deepspeed --num_gpus 8 -m training.rl --config ...      (or torchrun)
+
+Each step takes one prompt (the SFT record format: the last assistant message
+is the reference answer), samples a group of completions, scores them with the
+configured rewards, drops the group if all rewards are equal, and takes one
+clip-higher policy-gradient step with a KL penalty to the frozen starting model.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from tqdm import tqdm
+
+from training.config import parse_config
+from training.data.encode import encode_prompt
+from training.data.sft import SftStream
+from training.engine import (Checkpoints, MetricsLog, build_engine, export, finite, init_distributed, to_device,
+                             write_parameter_digest)
+from training.grpo import clipped_token_loss, completion_logprobs, group_advantages, kl_to_reference
+from training.models import load_model_and_processor
+from training.rewards import get_reward
+
+
+def main(argv=None) -> int:
+    cfg = parse_config(argv, description=__doc__)
+    rank, world = init_distributed()
+    torch.manual_seed(cfg.seed + rank)
+    from pipeline.render.styles import resolve_config
+
+    model, processor = load_model_and_processor(cfg.model)
+    reference, _ = load_model_and_processor(cfg.model)
+    reference.eval().requires_grad_(False)
+    engine = build_engine(model, cfg)
+    reference.to(engine.device)
+    checkpoints = Checkpoints(engine, cfg.output_dir)
+    position = checkpoints.load()
+    rewards = {name: (get_reward(name), weight) for name, weight in cfg.rewards.items()}
+    judge = _judge(cfg) if "llm_judge" in rewards else None
+
+    prompts = _prompts(SftStream(cfg.data, processor, resolve_config(cfg.render_style, cfg.render_config),
+                                 cfg.max_length, cfg.ocr_ratio, cfg.seed, rank=rank, world_size=world),
+                       skip=position["samples"])
+    metrics = MetricsLog(cfg.output_dir, rank, sum(p.numel() for p in model.parameters()))
+    step, seen, dropped = position["step"], position["samples"], 0
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=rank != 0 or None, file=sys.stderr, unit="step")
+    while step < cfg.max_steps:
+        sample, reference_answer = next(prompts)
+        seen += 1
+        prompt = to_device(encode_prompt(sample, processor), engine.device)
+        completions = _generate(engine.module, prompt, processor, cfg)
+        texts = processor.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        names = {"ocr": "ocr"} if sample.task == "ocr" else {}
+        scores = _score(rewards, names, texts, reference_answer, sample, judge)
+        advantages = group_advantages(torch.tensor(scores))
+        if advantages is None:  # every completion scored the same: nothing to learn from this group
+            dropped += 1
+            continue
+        loss = _group_loss(engine, reference, prompt, completions, advantages, cfg)
+        engine.backward(loss)
+        engine.step()
+        step += 1
+        if step % cfg.log_every == 0:
+            tokens = sum(len(c) for c in completions) + prompt["input_ids"].shape[1] * len(completions)
+            record = metrics.log(step, finite(loss), engine.get_lr()[0], len(completions), tokens, task=sample.task,
+                                 reward_mean=round(sum(scores) / len(scores), 4), dropped_groups=dropped)
+            bar.set_postfix(reward=record["reward_mean"], refresh=False)
+        bar.update(1)
+        if step % cfg.save_every == 0 or step == cfg.max_steps:
+            checkpoints.save(step, seen)
+    bar.close()
+    write_parameter_digest(engine, cfg.output_dir, rank)
+    export(engine, processor, cfg.output_dir, rank)
+    return 0
+
+
+def _prompts(stream: SftStream, skip: int):
+    """Prompts forever (epoch after epoch), skipping those a resumed run already used."""
+    given = 0
+    while True:
+        produced = False
+        for _, sample, reference in stream.samples():
+            produced = True
+            given += 1
+            if given > skip:
+                yield sample, reference
+        if not produced:
+            raise RuntimeError(f"no usable prompts in {stream.uri}")
+
+
+@torch.no_grad()
+def _generate(model, prompt: dict, processor, cfg) -> list[torch.Tensor]:
+    """cfg.group_size sampled completions, each cut at its end-of-text token."""
+    eos = processor.tokenizer.eos_token_id
+    out = model.generate(**prompt, do_sample=True, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                         num_return_sequences=cfg.group_size, pad_token_id=eos, eos_token_id=eos)
+    completions = []
+    for row in out[:, prompt["input_ids"].shape[1]:]:
+        ends = (row == eos).nonzero()
+        completions.append(row[: int(ends[0]) + 1] if len(ends) else row)
+    return [c if len(c) else torch.tensor([eos], device=out.device) for c in completions]
+
+
+def _score(rewards: dict, override: dict, texts: list[str], reference: str, sample, judge) -> list[float]:
+    """Weighted sum of the configured rewards; an OCR prompt is scored by the OCR reward alone."""
+    chosen = {"ocr": (get_reward("ocr"), 1.0)} if override else rewards
+    total = [0.0] * len(texts)
+    for function, weight in chosen.values():
+        values = function(texts, references=[reference] * len(texts), questions=[sample.instruction] * len(texts),
+                          judge=judge)
+        total = [t + weight * v for t, v in zip(total, values)]
+    return total
+
+
+def _group_loss(engine, reference, prompt: dict, completions: list, advantages, cfg) -> torch.Tensor:
+    losses = []
+    for completion, advantage in zip(completions, advantages.tolist()):
+        logp = completion_logprobs(engine, prompt, completion)
+        with torch.no_grad():
+            ref_logp = completion_logprobs(reference, prompt, completion)
+        old_logp = logp.detach()  # one update per group: the sampling policy is the current one
+        token_loss = clipped_token_loss(logp, old_logp, advantage, cfg.epsilon_low, cfg.epsilon_high) \
+            + cfg.beta * kl_to_reference(logp, ref_logp)
+        losses.append(token_loss.mean())
+    return torch.stack(losses).mean()
+
+
+def _judge(cfg):
+    from pipeline.evaluate.client import ChatClient
+
+    if not cfg.judge_endpoint:
+        raise ValueError("rewards: llm_judge needs judge_endpoint and judge_model")
+    return ChatClient(cfg.judge_endpoint, cfg.judge_model or "judge", timeout=60)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
