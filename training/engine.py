@@ -62,11 +62,57 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-class Checkpoints:
-    """DeepSpeed checkpoints under OUTPUT/checkpoints; client state carries step and data position."""
+def local_output(output_dir: str) -> str:
+    """Where a stage writes: output_dir itself, or for s3:// a local staging folder synced to it."""
+    from pipeline import storage
 
-    def __init__(self, engine, output_dir: str):
-        self.engine, self.folder = engine, Path(output_dir) / "checkpoints"
+    if not storage.is_s3(output_dir):
+        return output_dir
+    import hashlib
+    import tempfile
+
+    return str(Path(tempfile.gettempdir()) / "glyph-train" / hashlib.sha1(output_dir.encode()).hexdigest()[:12])
+
+
+def sync_up(local: str, output_dir: str, rank: int, only: str = "") -> None:
+    """Copy the staging folder (or its sub-folder `only`) to an s3:// output; local outputs need nothing."""
+    from pipeline import storage
+
+    if not storage.is_s3(output_dir) or rank != 0:
+        return
+    store = storage.get_storage(output_dir)
+    root = Path(local)
+    start = root / only if only else root
+    paths = [start] if start.is_file() else sorted(start.rglob("*"))
+    for path in paths:
+        if path.is_file():
+            store.upload(path, storage.join(output_dir, str(path.relative_to(root))))
+
+
+def sync_down(output_dir: str, local: str) -> None:
+    """Fetch an s3:// output's checkpoints and metrics into the staging folder (to resume)."""
+    from pipeline import storage
+
+    if not storage.is_s3(output_dir):
+        return
+    store = storage.get_storage(output_dir)
+    for obj in store.list(output_dir):
+        relative = obj.uri[len(output_dir.rstrip("/")) + 1:]
+        if relative.startswith(("checkpoints/", "metrics.jsonl")):
+            target = Path(local) / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                store.download(obj.uri, target)
+
+
+class Checkpoints:
+    """DeepSpeed checkpoints under OUTPUT/checkpoints (local, or staged and copied to S3);
+    the client state carries the step and the data position."""
+
+    def __init__(self, engine, output_dir: str, local: str | None = None, rank: int = 0):
+        self.engine, self.output_dir, self.rank = engine, output_dir, rank
+        self.local = local or output_dir
+        self.folder = Path(self.local) / "checkpoints"
 
     def load(self) -> dict:
         if not (self.folder / "latest").exists():
@@ -75,8 +121,11 @@ class Checkpoints:
         return state or {"step": 0, "samples": 0}
 
     def save(self, step: int, samples: int) -> None:
-        self.engine.save_checkpoint(str(self.folder), tag=f"step{step:08d}",
-                                    client_state={"step": step, "samples": samples})
+        tag = f"step{step:08d}"
+        self.engine.save_checkpoint(str(self.folder), tag=tag, client_state={"step": step, "samples": samples})
+        sync_up(self.local, self.output_dir, self.rank, only=f"checkpoints/{tag}")
+        sync_up(self.local, self.output_dir, self.rank, only="metrics.jsonl")
+        sync_up(self.local, self.output_dir, self.rank, only="checkpoints/latest")  # the pointer goes last
 
 
 class MetricsLog:

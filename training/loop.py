@@ -8,8 +8,8 @@ import torch
 from tqdm import tqdm
 
 from training.config import TrainConfig
-from training.engine import (Checkpoints, MetricsLog, build_engine, export, finite, init_distributed, to_device,
-                             write_parameter_digest)
+from training.engine import (Checkpoints, MetricsLog, build_engine, export, finite, init_distributed, local_output,
+                             sync_down, sync_up, to_device, write_parameter_digest)
 from training.models import load_model_and_processor
 
 
@@ -20,11 +20,15 @@ def run(cfg: TrainConfig, make_stream) -> int:
 
     model, processor = load_model_and_processor(cfg.model)
     engine = build_engine(model, cfg)
-    checkpoints = Checkpoints(engine, cfg.output_dir)
+    local = local_output(cfg.output_dir)  # an s3:// output is staged here and copied up
+    if rank == 0:
+        sync_down(cfg.output_dir, local)
+    torch.distributed.barrier()
+    checkpoints = Checkpoints(engine, cfg.output_dir, local, rank)
     position = checkpoints.load()  # {"step", "samples"}: where a killed run stopped
 
     batches = iter(make_stream(processor, rank, world, position["samples"]))
-    metrics = MetricsLog(cfg.output_dir, rank, sum(p.numel() for p in model.parameters()))
+    metrics = MetricsLog(local, rank, sum(p.numel() for p in model.parameters()))
     step, samples = position["step"], position["samples"]
     bar = tqdm(total=cfg.max_steps, initial=step, disable=rank != 0 or None, file=sys.stderr, unit="step")
     while step < cfg.max_steps:
@@ -42,6 +46,8 @@ def run(cfg: TrainConfig, make_stream) -> int:
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             checkpoints.save(step, samples)
     bar.close()
-    write_parameter_digest(engine, cfg.output_dir, rank)
-    export(engine, processor, cfg.output_dir, rank)
+    write_parameter_digest(engine, local, rank)
+    export(engine, processor, local, rank)
+    sync_up(local, cfg.output_dir, rank, only="model")
+    sync_up(local, cfg.output_dir, rank, only="metrics.jsonl")
     return 0

@@ -20,8 +20,8 @@ from tqdm import tqdm
 from training.config import parse_config
 from training.data.encode import encode_prompt
 from training.data.sft import SftStream
-from training.engine import (Checkpoints, MetricsLog, build_engine, export, finite, init_distributed, to_device,
-                             write_parameter_digest)
+from training.engine import (Checkpoints, MetricsLog, build_engine, export, finite, init_distributed, local_output,
+                             sync_down, sync_up, to_device, write_parameter_digest)
 from training.grpo import clipped_token_loss, completion_logprobs, group_advantages, kl_to_reference
 from training.models import load_model_and_processor
 from training.rewards import get_reward
@@ -38,7 +38,11 @@ def main(argv=None) -> int:
     reference.eval().requires_grad_(False)
     engine = build_engine(model, cfg)
     reference.to(engine.device)
-    checkpoints = Checkpoints(engine, cfg.output_dir)
+    local = local_output(cfg.output_dir)  # an s3:// output is staged here and copied up
+    if rank == 0:
+        sync_down(cfg.output_dir, local)
+    torch.distributed.barrier()
+    checkpoints = Checkpoints(engine, cfg.output_dir, local, rank)
     position = checkpoints.load()
     rewards = {name: (get_reward(name), weight) for name, weight in cfg.rewards.items()}
     judge = _judge(cfg) if "llm_judge" in rewards else None
@@ -46,7 +50,7 @@ def main(argv=None) -> int:
     prompts = _prompts(SftStream(cfg.data, processor, resolve_config(cfg.render_style, cfg.render_config),
                                  cfg.max_length, cfg.ocr_ratio, cfg.seed, rank=rank, world_size=world),
                        skip=position["samples"])
-    metrics = MetricsLog(cfg.output_dir, rank, sum(p.numel() for p in model.parameters()))
+    metrics = MetricsLog(local, rank, sum(p.numel() for p in model.parameters()))
     step, seen, dropped = position["step"], position["samples"], 0
     bar = tqdm(total=cfg.max_steps, initial=step, disable=rank != 0 or None, file=sys.stderr, unit="step")
     while step < cfg.max_steps:
@@ -74,8 +78,10 @@ def main(argv=None) -> int:
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             checkpoints.save(step, seen)
     bar.close()
-    write_parameter_digest(engine, cfg.output_dir, rank)
-    export(engine, processor, cfg.output_dir, rank)
+    write_parameter_digest(engine, local, rank)
+    export(engine, processor, local, rank)
+    sync_up(local, cfg.output_dir, rank, only="model")
+    sync_up(local, cfg.output_dir, rank, only="metrics.jsonl")
     return 0
 
 

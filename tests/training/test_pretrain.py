@@ -29,14 +29,16 @@ def setup(tmp_path_factory, sample_docs):
     return root
 
 
-def train(setup, out, *extra, data="pages", launcher=None, timeout=600):
+def train(setup, out, *extra, data="pages", launcher=None, timeout=600, output=None, metrics_from="out"):
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"),
            "OMP_NUM_THREADS": "1"}
     args = ["-m", "training.pretrain", "--model", str(setup / "model"), "--data", str(setup / data),
-            "--output-dir", str(out), "--max-length", "1024", *extra]
+            "--output-dir", output or str(out), "--max-length", "1024", *extra]
     command = (launcher or [sys.executable]) + args
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
+    if metrics_from is None:
+        return None
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -95,3 +97,52 @@ def test_bad_tar_member_is_skipped_with_a_reason(setup, tmp_path, caplog):
         samples = list(stream)
     assert samples, "the rest of the shard is still read"
     assert "skipping bad sample" in caplog.text
+
+
+def test_checkpoints_and_model_go_to_s3_and_a_run_resumes_from_there(setup, tmp_path, s3):
+    s3.proxy.heal()
+    env_keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+    assert all(k in os.environ for k in env_keys)
+    out = s3.uri("train-out")
+    train(setup, Path("/nonexistent"), "--max-steps", "2", "--save-every", "2", data="many-pages",
+          output=out, metrics_from=None)
+    keys = {o["Key"] for o in s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="train-out/")["Contents"]}
+    assert "train-out/checkpoints/latest" in keys and "train-out/model/config.json" in keys
+    assert any(k.startswith("train-out/checkpoints/step00000002/") for k in keys)
+    import shutil
+    import tempfile
+    import hashlib
+
+    staging = Path(tempfile.gettempdir()) / "glyph-train" / hashlib.sha1(out.encode()).hexdigest()[:12]
+    shutil.rmtree(staging)  # a new machine: only S3 has the checkpoint
+    train(setup, Path("/nonexistent"), "--max-steps", "4", "--save-every", "2", data="many-pages",
+          output=out, metrics_from=None)
+    metrics = s3.client().get_object(Bucket=s3.bucket, Key="train-out/metrics.jsonl")["Body"].read().decode()
+    assert [json.loads(line)["step"] for line in metrics.splitlines()] == [1, 2, 3, 4]
+
+
+def test_kill_minus_nine_then_resume_from_the_checkpoint(setup, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "training.pretrain", "--model", str(setup / "model"), "--data",
+               str(setup / "many-pages"), "--output-dir", str(out), "--max-length", "1024", "--save-every", "2"]
+    run = subprocess.Popen(command + ["--max-steps", "200"], start_new_session=True, env=env, cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = out / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (latest.exists() and latest.read_text().strip() >= "step00000004"):
+        time.sleep(0.1)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    saved = int(latest.read_text().strip()[4:])
+    assert saved >= 4
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    result = subprocess.run(command + ["--max-steps", str(saved + 2)], capture_output=True, text=True, timeout=600,
+                            env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[len(logged):] == [saved + 1, saved + 2], "resumed after the last checkpoint"
+    assert (out / "model" / "config.json").exists()
