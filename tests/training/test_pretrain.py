@@ -29,10 +29,11 @@ def setup(tmp_path_factory, sample_docs):
     return root
 
 
-def train(setup, out, *extra, data="pages", launcher=None, timeout=600, output=None, metrics_from="out"):
+def train(setup, out, *extra, data="pages", launcher=None, timeout=600, output=None, metrics_from="out",
+          module_flag=True):
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"),
            "OMP_NUM_THREADS": "1"}
-    args = ["-m", "training.pretrain", "--model", str(setup / "model"), "--data", str(setup / data),
+    args = (["-m"] if module_flag else []) + ["training.pretrain", "--model", str(setup / "model"), "--data", str(setup / data),
             "--output-dir", output or str(out), "--max-length", "1024", *extra]
     command = (launcher or [sys.executable]) + args
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
@@ -65,13 +66,19 @@ def test_resume_continues_at_the_same_step_and_data_position(setup, tmp_path):
     assert len(first) == 3
 
 
-def test_two_ranks_under_torchrun_keep_equal_parameters(setup, tmp_path):
+@pytest.mark.parametrize("name", ["torchrun", "deepspeed"])
+def test_two_ranks_under_a_launcher_keep_equal_parameters(setup, tmp_path, name):
     from tests.support.s3 import free_port
 
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-port", str(free_port())]  # port 0 leaves the two ranks waiting for each other
+    port = str(free_port())  # port 0 leaves the two ranks waiting for each other
+    launcher = {
+        "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port],
+        "deepspeed": [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port", port,
+                      "--module"],
+    }[name]
+    # the deepspeed launcher takes the module after --module, torchrun after -m
     train(setup, tmp_path / "ddp", "--max-steps", "3", "--save-every", "3", data="many-pages", launcher=launcher,
-          timeout=300)
+          timeout=300, module_flag=name == "torchrun")
     digests = {p.read_text() for p in (tmp_path / "ddp").glob("params-rank*.sha256")}
     assert len(list((tmp_path / "ddp").glob("params-rank*.sha256"))) == 2 and len(digests) == 1
 
