@@ -29,12 +29,13 @@ def setup(tmp_path_factory, sample_docs):
     return root
 
 
-def train(setup, out, *extra, data="pages", launcher=None, timeout=600, output=None, metrics_from="out",
-          module_flag=True):
+def train(setup, out, *extra, data="pages", launcher=None, timeout=600, output=None,
+          metrics_from="out", module_flag=True):
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"),
            "OMP_NUM_THREADS": "1"}
-    args = (["-m"] if module_flag else []) + ["training.pretrain", "--model", str(setup / "model"), "--data", str(setup / data),
-            "--output-dir", output or str(out), "--max-length", "1024", *extra]
+    args = (["-m"] if module_flag else []) + [
+        "training.pretrain", "--model", str(setup / "model"), "--data", str(setup / data),
+        "--output-dir", output or str(out), "--max-length", "1024", *extra]
     command = (launcher or [sys.executable]) + args
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
