@@ -24,6 +24,7 @@ class TrainConfig:
     max_length: int = 2048
     tasks: dict = field(default_factory=lambda: {"ocr": 1.0})
     max_pages: int = 2
+    shuffle_buffer: int = 0  # samples held for shuffling (0: stream order)
     save_every: int = 10
     log_every: int = 1
     seed: int = 0

@@ -75,7 +75,10 @@ def local_output(output_dir: str) -> str:
 
 
 def sync_up(local: str, output_dir: str, rank: int, only: str = "") -> None:
-    """Copy the staging folder (or its sub-folder `only`) to an s3:// output; local outputs need nothing."""
+    """Copy the staging folder (or its part `only`) to an s3:// output; local outputs need nothing.
+
+    `rank` here is the uploader's role: pass the local rank so each node uploads what its ranks wrote.
+    """
     from pipeline import storage
 
     if not storage.is_s3(output_dir) or rank != 0:
@@ -90,11 +93,17 @@ def sync_up(local: str, output_dir: str, rank: int, only: str = "") -> None:
 
 
 def sync_down(output_dir: str, local: str) -> None:
-    """Fetch an s3:// output's checkpoints and metrics into the staging folder (to resume)."""
+    """Mirror an s3:// output's checkpoints and metrics into a fresh staging folder (to resume).
+
+    S3 is the truth: whatever an earlier run left in the staging folder is dropped first.
+    """
+    import shutil
+
     from pipeline import storage
 
     if not storage.is_s3(output_dir):
         return
+    shutil.rmtree(local, ignore_errors=True)
     store = storage.get_storage(output_dir)
     for obj in store.list(output_dir):
         relative = obj.uri[len(output_dir.rstrip("/")) + 1:]
@@ -123,8 +132,10 @@ class Checkpoints:
     def save(self, step: int, samples: int) -> None:
         tag = f"step{step:08d}"
         self.engine.save_checkpoint(str(self.folder), tag=tag, client_state={"step": step, "samples": samples})
-        sync_up(self.local, self.output_dir, self.rank, only=f"checkpoints/{tag}")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        sync_up(self.local, self.output_dir, local_rank, only=f"checkpoints/{tag}")  # each node its ranks' files
         sync_up(self.local, self.output_dir, self.rank, only="metrics.jsonl")
+        torch.distributed.barrier()
         sync_up(self.local, self.output_dir, self.rank, only="checkpoints/latest")  # the pointer goes last
 
 

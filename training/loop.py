@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -21,7 +22,7 @@ def run(cfg: TrainConfig, make_stream) -> int:
     model, processor = load_model_and_processor(cfg.model)
     engine = build_engine(model, cfg)
     local = local_output(cfg.output_dir)  # an s3:// output is staged here and copied up
-    if rank == 0:
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         sync_down(cfg.output_dir, local)
     torch.distributed.barrier()
     checkpoints = Checkpoints(engine, cfg.output_dir, local, rank)

@@ -20,7 +20,8 @@ def main(argv=None) -> int:
     tasks = TaskBuilder(cfg.tasks, cfg.max_pages, cfg.seed)
 
     def make_stream(processor, rank, world, skip):
-        return TaskStream(cfg.data, processor, tasks, cfg.max_length, rank=rank, world_size=world, skip=skip)
+        return TaskStream(cfg.data, processor, tasks, cfg.max_length, rank=rank, world_size=world, skip=skip,
+                          shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
 
     return loop.run(cfg, make_stream)
 

@@ -12,6 +12,7 @@ clip-higher policy-gradient step with a KL penalty to the frozen starting model.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
     engine = build_engine(model, cfg)
     reference.to(engine.device)
     local = local_output(cfg.output_dir)  # an s3:// output is staged here and copied up
-    if rank == 0:
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         sync_down(cfg.output_dir, local)
     torch.distributed.barrier()
     checkpoints = Checkpoints(engine, cfg.output_dir, local, rank)

@@ -127,6 +127,10 @@ def test_checkpoints_and_model_go_to_s3_and_a_run_resumes_from_there(setup, tmp_
           output=out, metrics_from=None)
     metrics = s3.client().get_object(Bucket=s3.bucket, Key="train-out/metrics.jsonl")["Body"].read().decode()
     assert [json.loads(line)["step"] for line in metrics.splitlines()] == [1, 2, 3, 4]
+    from training.models import load_model_and_processor
+
+    model, _ = load_model_and_processor(out + "/model")  # the next stage starts from the S3 export
+    assert type(model).__name__ == "Glm4vForConditionalGeneration"
 
 
 def test_kill_minus_nine_then_resume_from_the_checkpoint(setup, tmp_path):

@@ -21,10 +21,12 @@ log = logging.getLogger(__name__)
 
 class TaskStream(torch.utils.data.IterableDataset):
     def __init__(self, uri: str, processor, tasks: TaskBuilder, max_length: int, rank: int = 0,
-                 world_size: int = 1, skip: int = 0, epochs: int | None = None):
+                 world_size: int = 1, skip: int = 0, epochs: int | None = None, shuffle_buffer: int = 0,
+                 seed: int = 0):
         super().__init__()
         self.uri, self.processor, self.tasks, self.max_length = uri, processor, tasks, max_length
         self.rank, self.world_size, self.skip, self.epochs = rank, world_size, skip, epochs
+        self.shuffle_buffer, self.seed = shuffle_buffer, seed
 
     def my_shards(self) -> list[str]:
         info = torch.utils.data.get_worker_info()
@@ -39,17 +41,35 @@ class TaskStream(torch.utils.data.IterableDataset):
         shards, given, epoch = self.my_shards(), 0, 0
         while self.epochs is None or epoch < self.epochs:
             produced = False
-            for pages in group_units(read_shards(shards, handler=skip_bad_sample)):
-                for sample in self.tasks.build(pages):
-                    try:
-                        encoded = encode(sample, self.processor, self.max_length)
-                    except PromptTooLong as err:
-                        log.warning("skipping sample: %s", err)
-                        continue
-                    produced = True
-                    given += 1
-                    if given > self.skip:
-                        yield {**encoded, "task": sample.task}
+            for sample in self._shuffled(self._samples(shards), epoch):
+                try:
+                    encoded = encode(sample, self.processor, self.max_length)
+                except PromptTooLong as err:
+                    log.warning("skipping sample: %s", err)
+                    continue
+                produced = True
+                given += 1
+                if given > self.skip:  # a resumed run skips what it already trained on
+                    yield {**encoded, "task": sample.task}
             if not produced:
                 raise RuntimeError(f"no trainable samples in {self.uri}")
             epoch += 1
+
+    def _samples(self, shards: list[str]):
+        for pages in group_units(read_shards(shards, handler=skip_bad_sample)):
+            yield from self.tasks.build(pages)
+
+    def _shuffled(self, samples, epoch: int):
+        """A seeded shuffling buffer: the same order on every run, so skipping N resumes exactly."""
+        if self.shuffle_buffer <= 1:
+            yield from samples
+            return
+        import random
+
+        rng, buffer = random.Random(f"{self.seed}:{self.rank}:{epoch}"), []
+        for sample in samples:
+            buffer.append(sample)
+            if len(buffer) >= self.shuffle_buffer:
+                yield buffer.pop(rng.randrange(len(buffer)))
+        rng.shuffle(buffer)
+        yield from buffer

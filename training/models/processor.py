@@ -29,9 +29,30 @@ AutoProcessor.register(Glm4vConfig, Glm4vImageOnlyProcessor, exist_ok=True)
 
 
 def load_model_and_processor(path: str, dtype=None):
-    """A model folder or hub id -> (AutoModelForImageTextToText model, AutoProcessor processor)."""
+    """A model folder, hub id or s3:// prefix -> (AutoModelForImageTextToText model, AutoProcessor processor)."""
     from transformers import AutoModelForImageTextToText
 
+    path = local_model_path(path)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
     processor = AutoProcessor.from_pretrained(path)
     return model, processor
+
+
+def local_model_path(path: str) -> str:
+    """An s3:// model (a stage's exported output) copied to a local cache once; anything else as is."""
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    from pipeline import storage
+
+    if not storage.is_s3(path):
+        return path
+    target = Path(tempfile.gettempdir()) / "glyph-models" / hashlib.sha1(path.encode()).hexdigest()[:12]
+    if not (target / "config.json").exists():
+        store = storage.get_storage(path)
+        for obj in store.list(path):
+            local = target / obj.uri[len(path.rstrip("/")) + 1:]
+            local.parent.mkdir(parents=True, exist_ok=True)
+            store.download(obj.uri, local)
+    return str(target)
