@@ -38,6 +38,7 @@ class CorpusRenderSettings:
     split: str = "train"
     tokenizer: str | None = None
     overwrite: bool = False
+    config: dict | None = None  # a Glyph-format config for every unit instead of the mixture
 
 
 def output_name(dataset: str, split: str, index: int) -> str:
@@ -52,12 +53,15 @@ def render_input_shard(shard: dict, shards_uri: str, out_uri: str, dataset: str,
     marker = storage.join(out_uri, f"{name}.stats.json")
     if not settings.overwrite and store.exists(marker):
         return {**json.loads(store.read_text(marker)), "reused": True}
-    from pipeline.render.styles import StyleMixture
+    from pipeline.render.config import RenderConfig
+    from pipeline.render.styles import FixedStyle, StyleMixture
     from pipeline.render_shard import ShardRenderer
 
+    styles = FixedStyle(RenderConfig.from_glyph_dict(settings.config)) if settings.config \
+        else StyleMixture(settings.styles, settings.seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="glyph-render-") as temp:
-        job = ShardRenderer(temp, StyleMixture(settings.styles, settings.seed), settings.backend,
+        job = ShardRenderer(temp, styles, settings.backend,
                             prefix=name, tokenizer=settings.tokenizer, max_shard_bytes=1 << 62, preview_pages=0)
         records = _records(storage.join(shards_uri, shard["shard"]))
         summary = job.run(records)

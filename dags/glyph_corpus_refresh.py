@@ -1,0 +1,69 @@
+"""glyph_corpus_refresh: on a schedule, render what is new under the raw corpus prefix and publish it.
+
+Rendering runs as one task that drives Dask (not one mapped task per shard): Dask already
+schedules, retries and resumes shards, and thousands of mapped task instances would load
+the Airflow scheduler and database for nothing. Wiring only; the work is in pipeline.orchestrate.
+"""
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import Asset, dag, task
+
+RAW = os.environ.get("GLYPH_RAW_PREFIX", "data/sample")
+ROOT = os.environ.get("GLYPH_DATA_ROOT", "out/airflow/corpus")
+DATASET = Asset(name="glyph_corpus", uri=os.environ.get("GLYPH_DATASET_URI", "file:///glyph/corpus"))
+NETWORK = dict(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
+
+
+def log_failure(context):
+    ti = context["ti"]
+    print(f"glyph_corpus_refresh: task {ti.task_id} failed (try {ti.try_number}): {context.get('exception')}")
+
+
+@dag(schedule=os.environ.get("GLYPH_REFRESH_CRON", "@daily"), start_date=datetime(2026, 1, 1), catchup=False,
+     max_active_runs=1, tags=["glyph"],
+     default_args={"execution_timeout": timedelta(hours=12), "on_failure_callback": log_failure})
+def glyph_corpus_refresh():
+    @task.short_circuit(**NETWORK)
+    def find_new() -> dict | bool:
+        from pipeline import orchestrate
+
+        found = orchestrate.find_new_objects(RAW, ROOT)
+        return found if found["changed"] else False  # nothing new: the run ends here, nothing published
+
+    @task(**NETWORK)
+    def shard(found: dict, run_id=None) -> str:
+        from pipeline import orchestrate, storage
+
+        return orchestrate.shard_corpus(found["changed"], storage.join(ROOT, "runs", _safe(run_id), "input"))
+
+    @task(**NETWORK)
+    def render(shards_uri: str, run_id=None) -> str:
+        from pipeline import orchestrate, storage
+
+        styles = os.environ.get("GLYPH_STYLES", "document=0.4,web=0.2,code=0.2,dark=0.2")
+        return orchestrate.render_shards(shards_uri, storage.join(ROOT, "runs", _safe(run_id), "rendered"), styles,
+                                         scheduler=os.environ.get("GLYPH_DASK_SCHEDULER"))
+
+    @task(**NETWORK)
+    def verify(rendered_uri: str) -> str:
+        from pipeline import orchestrate
+
+        return orchestrate.verify_dataset(rendered_uri)
+
+    @task(outlets=[DATASET], **NETWORK)
+    def publish(rendered_uri: str, found: dict) -> str:
+        from pipeline import orchestrate
+
+        return orchestrate.publish_version(rendered_uri, ROOT, found["snapshot"])
+
+    found = find_new()
+    publish(verify(render(shard(found))), found)
+
+
+def _safe(run_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)
+
+
+glyph_corpus_refresh()

@@ -1,0 +1,58 @@
+"""glyph_render: render a corpus on demand, from the Airflow UI's trigger form.
+
+Wiring only: each task calls one function of pipeline.orchestrate and passes URIs.
+"""
+
+from datetime import timedelta
+
+from airflow.sdk import Param, dag, task
+
+NETWORK = dict(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
+
+
+@dag(
+    schedule=None,
+    catchup=False,
+    tags=["glyph"],
+    params={
+        "corpus_uri": Param("data/sample/sample.jsonl", type="string",
+                            description="Raw corpus: a JSONL/Parquet file or folder, local or s3://bucket/prefix"),
+        "output_uri": Param("out/airflow/render", type="string",
+                            description="Where input shards (input/) and rendered shards (rendered/) go"),
+        "styles": Param("document=0.4,web=0.2,code=0.2,dark=0.2", type="string",
+                        description="Style mixture NAME=WEIGHT,... (document, web, code, dark, best-en, random)"),
+        "render_config": Param("", type="string",
+                               description="Optional: a style name or Glyph JSON config path for every page"),
+        "num_shards": Param(2, type="integer", minimum=1, maximum=100000, description="Input shards (Dask tasks)"),
+        "backend": Param("skia", enum=["skia", "pdf"], description="skia: fast; pdf: reportlab + poppler"),
+        "dask_scheduler": Param("", type="string",
+                                description="tcp://host:8786 of a Dask cluster; empty: a LocalCluster"),
+    },
+    default_args={"execution_timeout": timedelta(hours=12)},
+)
+def glyph_render():
+    @task(**NETWORK)
+    def shard(params=None) -> str:
+        from pipeline import orchestrate, storage
+
+        return orchestrate.shard_corpus([params["corpus_uri"]], storage.join(params["output_uri"], "input"),
+                                        num_shards=params["num_shards"])
+
+    @task(**NETWORK)
+    def render(shards_uri: str, params=None) -> str:
+        from pipeline import orchestrate, storage
+
+        return orchestrate.render_shards(shards_uri, storage.join(params["output_uri"], "rendered"),
+                                         params["styles"], params["backend"], params["dask_scheduler"],
+                                         render_config=params["render_config"] or None)
+
+    @task(**NETWORK)
+    def verify(rendered_uri: str) -> str:
+        from pipeline import orchestrate
+
+        return orchestrate.verify_dataset(rendered_uri)
+
+    verify(render(shard()))
+
+
+glyph_render()

@@ -1,0 +1,70 @@
+"""What the Airflow DAGs call: one function per task, URIs in and out, nothing heavy at import.
+
+Kept apart from the DAG files so they stay wiring only, and testable without Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from pipeline import storage
+
+STATE = "refresh_state.json"
+
+
+def find_new_objects(raw_prefix: str, state_root: str) -> dict:
+    """Raw corpus objects that are new or changed (by size) since the last successful refresh."""
+    store = storage.get_storage(state_root)
+    state_uri = storage.join(state_root, STATE)
+    seen = json.loads(store.read_text(state_uri))["objects"] if store.exists(state_uri) else {}
+    current = {o.uri: o.size for o in storage.list_uris(raw_prefix)}
+    changed = sorted(uri for uri, size in current.items() if seen.get(uri) != size)
+    return {"changed": changed, "snapshot": current}
+
+
+def shard_corpus(inputs: list[str], out_uri: str, num_shards: int | None = None, max_chars: int = 200_000,
+                 dataset: str = "corpus") -> str:
+    from pipeline.corpus.sharder import CorpusSharder, ShardSettings
+
+    CorpusSharder(ShardSettings(num_shards=num_shards, max_chars=max_chars, dataset=dataset)).run(inputs, out_uri)
+    return out_uri
+
+
+def render_shards(shards_uri: str, out_uri: str, styles: str, backend: str = "skia", scheduler: str | None = None,
+                  workers: int | None = None, render_config: str | None = None, seed: int = 0) -> str:
+    """All shards in one task that drives Dask (see dags/README.md for why not one task per shard)."""
+    from pipeline.corpus.render_corpus import CorpusRenderSettings, render_corpus
+    from pipeline.render.styles import parse_mixture, resolve_config
+
+    config = None
+    if render_config:  # a config file or style name from the trigger form renders every unit
+        is_style = not render_config.endswith(".json")
+        config = resolve_config(render_config if is_style else None, None if is_style else render_config)
+        config = config.to_glyph_dict()
+    settings = CorpusRenderSettings(styles=parse_mixture(styles), seed=seed, backend=backend, config=config)
+    render_corpus(shards_uri, out_uri, settings, workers=workers, scheduler=scheduler or None)
+    return out_uri
+
+
+def verify_dataset(uri: str) -> str:
+    from pipeline.corpus.verify import verify_dataset as verify
+
+    problems = verify(uri)
+    if problems:
+        raise RuntimeError(f"{uri} does not verify ({len(problems)} problems):\n" + "\n".join(problems[:20]))
+    return uri
+
+
+def publish_version(dataset_uri: str, state_root: str, snapshot: dict) -> str:
+    """A new versioned dataset manifest pointing at the rendered data; then the refresh state."""
+    store = storage.get_storage(state_root)
+    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    manifest = json.loads(storage.get_storage(dataset_uri).read_text(storage.join(dataset_uri, "manifest.json")))
+    record = {"version": version, "dataset": dataset_uri, "pages": manifest["pages"], "units": manifest["units"],
+              "shards": [storage.join(dataset_uri, s["shard"]) for s in manifest["shards"]]}
+    uri = storage.join(state_root, "versions", version, "dataset.json")
+    store.write_text(uri, json.dumps(record, indent=2) + "\n")
+    store.write_text(storage.join(state_root, "versions", "latest.json"), json.dumps(record, indent=2) + "\n")
+    store.write_text(storage.join(state_root, STATE), json.dumps({"version": version, "objects": snapshot}) + "\n")
+    return uri
