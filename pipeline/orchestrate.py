@@ -68,3 +68,13 @@ def publish_version(dataset_uri: str, state_root: str, snapshot: dict) -> str:
     store.write_text(storage.join(state_root, "versions", "latest.json"), json.dumps(record, indent=2) + "\n")
     store.write_text(storage.join(state_root, STATE), json.dumps({"version": version, "objects": snapshot}) + "\n")
     return uri
+
+
+def train_stage(stage: str, config: str, model: str, data: str, output_dir: str, max_steps: int | None = None,
+                launcher: str = "local", log=print) -> str:
+    """Run one training stage to completion; return the exported model's URI for the next stage."""
+    from pipeline.launchers import get_launcher
+
+    overrides = {"model": model, "data": data, "output_dir": output_dir, "max_steps": max_steps}
+    get_launcher(launcher, log=log).run(stage, config, overrides)
+    return storage.join(output_dir, "model")

@@ -76,3 +76,27 @@ def test_refresh_publishes_then_exits_early_when_nothing_is_new(airflow_env, s3,
     second = get_dag("glyph_corpus_refresh").test()
     states = {ti.task_id: str(ti.state) for ti in second.get_task_instances()}
     assert states["find_new"] == "success" and states["publish"] == "skipped", "nothing new: nothing published"
+
+
+def test_glyph_train_chains_the_stages(airflow_env, tmp_path, sample_docs, monkeypatch):
+    from pipeline.cli import main
+
+    monkeypatch.setenv("GLYPH_STAGE_RETRY_DELAY_S", "1")  # read when the DAG file is parsed
+    assert main(["make-tiny-model", str(tmp_path / "tiny")]) == 0
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": k, "text": v[:2500]}) + "\n" for k, v in sample_docs.items()))
+    assert main(["render", "--shard", str(corpus), "--out", str(tmp_path / "pages")]) == 0
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+    conf = {"model": str(tmp_path / "tiny"), "data": str(tmp_path / "pages"), "sft_data": "data/sample/sft.jsonl",
+            "output_uri": str(tmp_path / "train"), "max_steps": 2, "launcher": "local"}
+    run = get_dag("glyph_train").test(run_conf=conf)
+    assert str(run.state) == "success"
+    for stage in ("pretrain", "sft", "rl"):
+        assert (tmp_path / "train" / stage / "model" / "config.json").exists(), stage
+        steps = [json.loads(line)["step"] for line in (tmp_path / "train" / stage / "metrics.jsonl").open()]
+        assert steps == [1, 2], stage
+
+    broken = get_dag("glyph_train").test(run_conf={**conf, "model": str(tmp_path / "missing"),
+                                                    "output_uri": str(tmp_path / "broken")})
+    states = {ti.task_id: str(ti.state) for ti in broken.get_task_instances()}
+    assert str(broken.state) == "failed" and states["pretrain"] == "failed"

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_rl_stage_runs_drops_flat_groups_and_updates(tmp_path):
     model = tmp_path / "model"
     assert pipeline_main(["make-tiny-model", str(model)]) == 0
-    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions")}
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "rl"
     result = subprocess.run([sys.executable, "-m", "training.rl", "--config", "configs/train/rl.yaml",
                              "--model", str(model), "--output-dir", str(out), "--max-steps", "3",
