@@ -188,6 +188,24 @@ def write_parameter_digest(engine, output_dir: str, rank: int) -> None:
     path.write_text(digest.hexdigest() + "\n")
 
 
+def resume(engine, cfg: TrainConfig, rank: int):
+    """(staging folder, Checkpoints, position) for a run: an s3:// output is mirrored down first."""
+    local = local_output(cfg.output_dir)  # an s3:// output is staged here and copied up
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        sync_down(cfg.output_dir, local)
+    torch.distributed.barrier()
+    checkpoints = Checkpoints(engine, cfg.output_dir, local, rank)
+    return local, checkpoints, checkpoints.load()  # position: {"step", "samples"} where a killed run stopped
+
+
+def finish(engine, processor, cfg: TrainConfig, local: str, rank: int) -> None:
+    """Parameter digest, Hugging Face export, and the copy up to an s3:// output."""
+    write_parameter_digest(engine, local, rank)
+    export(engine, processor, local, rank)
+    sync_up(local, cfg.output_dir, rank, only="model")
+    sync_up(local, cfg.output_dir, rank, only="metrics.jsonl")
+
+
 def finite(loss: torch.Tensor) -> float:
     value = float(loss.detach().float().item())
     if not math.isfinite(value):

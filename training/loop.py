@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import torch
 from tqdm import tqdm
 
 from training.config import TrainConfig
-from training.engine import (Checkpoints, MetricsLog, build_engine, export, finite, init_distributed, local_output,
-                             sync_down, sync_up, to_device, write_parameter_digest)
+from training.engine import MetricsLog, build_engine, finish, finite, init_distributed, resume, to_device
 from training.models import load_model_and_processor
 
 
@@ -21,12 +19,7 @@ def run(cfg: TrainConfig, make_stream) -> int:
 
     model, processor = load_model_and_processor(cfg.model)
     engine = build_engine(model, cfg)
-    local = local_output(cfg.output_dir)  # an s3:// output is staged here and copied up
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        sync_down(cfg.output_dir, local)
-    torch.distributed.barrier()
-    checkpoints = Checkpoints(engine, cfg.output_dir, local, rank)
-    position = checkpoints.load()  # {"step", "samples"}: where a killed run stopped
+    local, checkpoints, position = resume(engine, cfg, rank)
 
     batches = iter(make_stream(processor, rank, world, position["samples"]))
     metrics = MetricsLog(local, rank, sum(p.numel() for p in model.parameters()))
@@ -47,8 +40,5 @@ def run(cfg: TrainConfig, make_stream) -> int:
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             checkpoints.save(step, samples)
     bar.close()
-    write_parameter_digest(engine, local, rank)
-    export(engine, processor, local, rank)
-    sync_up(local, cfg.output_dir, rank, only="model")
-    sync_up(local, cfg.output_dir, rank, only="metrics.jsonl")
+    finish(engine, processor, cfg, local, rank)
     return 0

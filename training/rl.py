@@ -12,7 +12,6 @@ clip-higher policy-gradient step with a KL penalty to the frozen starting model.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import torch
@@ -21,8 +20,7 @@ from tqdm import tqdm
 from training.config import parse_config
 from training.data.encode import encode_prompt
 from training.data.sft import SftStream
-from training.engine import (Checkpoints, MetricsLog, build_engine, export, finite, init_distributed, local_output,
-                             sync_down, sync_up, to_device, write_parameter_digest)
+from training.engine import MetricsLog, build_engine, finish, finite, init_distributed, resume, to_device
 from training.grpo import clipped_token_loss, completion_logprobs, group_advantages, kl_to_reference
 from training.models import load_model_and_processor
 from training.rewards import get_reward
@@ -39,12 +37,7 @@ def main(argv=None) -> int:
     reference.eval().requires_grad_(False)
     engine = build_engine(model, cfg)
     reference.to(engine.device)
-    local = local_output(cfg.output_dir)  # an s3:// output is staged here and copied up
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        sync_down(cfg.output_dir, local)
-    torch.distributed.barrier()
-    checkpoints = Checkpoints(engine, cfg.output_dir, local, rank)
-    position = checkpoints.load()
+    local, checkpoints, position = resume(engine, cfg, rank)
     rewards = {name: (get_reward(name), weight) for name, weight in cfg.rewards.items()}
     judge = _judge(cfg) if "llm_judge" in rewards else None
 
@@ -79,10 +72,7 @@ def main(argv=None) -> int:
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             checkpoints.save(step, seen)
     bar.close()
-    write_parameter_digest(engine, local, rank)
-    export(engine, processor, local, rank)
-    sync_up(local, cfg.output_dir, rank, only="model")
-    sync_up(local, cfg.output_dir, rank, only="metrics.jsonl")
+    finish(engine, processor, cfg, local, rank)
     return 0
 
 
