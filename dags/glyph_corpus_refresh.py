@@ -13,7 +13,8 @@ from airflow.sdk import Asset, dag, task
 RAW = os.environ.get("GLYPH_RAW_PREFIX", "data/sample")
 ROOT = os.environ.get("GLYPH_DATA_ROOT", "out/airflow/corpus")
 DATASET = Asset(name="glyph_corpus", uri=os.environ.get("GLYPH_DATASET_URI", "file:///glyph/corpus"))
-NETWORK = dict(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
+RETRY_DELAY = timedelta(seconds=int(os.environ.get("GLYPH_RETRY_DELAY_S", "30")))
+NETWORK = dict(retries=3, retry_delay=RETRY_DELAY, retry_exponential_backoff=True)
 
 
 def log_failure(context):

@@ -57,10 +57,15 @@ def _shard(args: argparse.Namespace) -> int:
 
 def _render_corpus(args: argparse.Namespace) -> int:
     from pipeline.corpus.render_corpus import CorpusRenderSettings, render_corpus
-    from pipeline.render.styles import parse_mixture
+    from pipeline.render.styles import parse_mixture, resolve_config
 
+    config = None
+    if args.config:  # a .json path is a Glyph config file; anything else names a style
+        is_file = args.config.endswith(".json")
+        config = resolve_config(None if is_file else args.config, args.config if is_file else None).to_glyph_dict()
     settings = CorpusRenderSettings(styles=parse_mixture(args.styles), seed=args.seed, backend=args.backend,
-                                    split=args.split, tokenizer=args.tokenizer, overwrite=args.overwrite)
+                                    split=args.split, tokenizer=args.tokenizer, overwrite=args.overwrite,
+                                    config=config)
     manifest = render_corpus(args.shards_uri, args.out, settings, workers=args.workers, scheduler=args.scheduler,
                              command=sys.argv)
     _print_summary(manifest, drop=("skipped", "shards", "settings", "command"))
@@ -205,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--backend", default="skia")
     corpus.add_argument("--split", default="train")
     corpus.add_argument("--tokenizer", default=None)
+    corpus.add_argument("--config", default=None,
+                        help="one style name or Glyph JSON config for every unit instead of --styles")
     corpus.set_defaults(func=_render_corpus)
 
     verify = commands.add_parser("verify", help="exit 0 iff the dataset at URI is complete and consistent")

@@ -42,17 +42,20 @@ class LocalLauncher:
             command = launcher + ["--module"] + args[1:]
         else:
             command = [sys.executable] + args
-        self.log(f"launching: {' '.join(command)}")
-        tail: deque[str] = deque(maxlen=40)
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1)
-        for line in process.stdout:
-            tail.append(line.rstrip())
-            self.log(line.rstrip())
-        if process.wait() != 0:
-            raise JobFailed(f"training.{stage} exited with {process.returncode}:\n" + "\n".join(tail))
+        run_streamed(command, self.log)
 
 
+def run_streamed(command: list[str], log=print, tail_lines: int = 40) -> None:
+    """Run `command` in the repo, each output line to `log`; raise JobFailed with the last lines if it fails."""
+    log(f"launching: {' '.join(command)}")
+    tail: deque[str] = deque(maxlen=tail_lines)
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               bufsize=1)
+    for line in process.stdout:
+        tail.append(line.rstrip())
+        log(line.rstrip())
+    if process.wait() != 0:
+        raise JobFailed(f"{' '.join(command[:4])} exited with {process.returncode}:\n" + "\n".join(tail))
 
 
 def get_launcher(name: str, **options):

@@ -6,6 +6,7 @@ Kept apart from the DAG files so they stay wiring only, and testable without Air
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from pipeline import storage
@@ -32,18 +33,21 @@ def shard_corpus(inputs: list[str], out_uri: str, num_shards: int | None = None,
 
 
 def render_shards(shards_uri: str, out_uri: str, styles: str, backend: str = "skia", scheduler: str | None = None,
-                  workers: int | None = None, render_config: str | None = None, seed: int = 0) -> str:
-    """All shards in one task that drives Dask (see dags/README.md for why not one task per shard)."""
-    from pipeline.corpus.render_corpus import CorpusRenderSettings, render_corpus
-    from pipeline.render.styles import parse_mixture, resolve_config
+                  workers: int | None = None, render_config: str | None = None, seed: int = 0, log=print) -> str:
+    """All shards in one task that drives Dask (see the refresh DAG's docstring for why not one task per shard).
 
-    config = None
-    if render_config:  # a config file or style name from the trigger form renders every unit
-        is_style = not render_config.endswith(".json")
-        config = resolve_config(render_config if is_style else None, None if is_style else render_config)
-        config = config.to_glyph_dict()
-    settings = CorpusRenderSettings(styles=parse_mixture(styles), seed=seed, backend=backend, config=config)
-    render_corpus(shards_uri, out_uri, settings, workers=workers, scheduler=scheduler or None)
+    Runs `pipeline render-corpus` in its own interpreter, its log streamed to `log`: a LocalCluster's
+    worker processes re-import their parent's main module, which inside an Airflow task is the
+    `airflow` script itself, and that refuses to start without database access.
+    """
+    from pipeline.launchers import run_streamed
+
+    command = [sys.executable, "-m", "pipeline.cli", "render-corpus", shards_uri, "--out", out_uri,
+               "--styles", styles, "--backend", backend, "--seed", str(seed)]
+    for flag, value in (("--scheduler", scheduler), ("--workers", workers), ("--config", render_config)):
+        if value:
+            command += [flag, str(value)]
+    run_streamed(command, log)
     return out_uri
 
 

@@ -1,0 +1,33 @@
+"""What the DAG tasks call, without Airflow: rendering through `pipeline render-corpus` in its own process."""
+
+import json
+
+import pytest
+
+from pipeline import orchestrate
+from pipeline.launchers import JobFailed
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, sample_docs):
+    root = tmp_path_factory.mktemp("orchestrate")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": k, "text": v[:1500]}) + "\n" for k, v in sample_docs.items()))
+    return orchestrate.shard_corpus([str(corpus)], str(root / "input"), num_shards=1)
+
+
+def test_render_config_applies_to_every_unit_and_the_log_is_streamed(shards, tmp_path):
+    lines: list[str] = []
+    out = orchestrate.render_shards(shards, str(tmp_path / "out"), "web=1", workers=1, render_config="dark",
+                                    log=lines.append)
+    assert orchestrate.verify_dataset(out) == out
+    stats = json.loads(next((tmp_path / "out").glob("*.stats.json")).read_text())
+    assert {document["style"] for document in stats["documents"]} == {"dark"}
+    assert lines[0].startswith("launching: ") and any("wrote 1 shards" in line for line in lines)
+
+
+def test_a_bad_render_config_fails_with_the_commands_error(shards, tmp_path):
+    with pytest.raises(JobFailed, match="no-such-style"):
+        orchestrate.render_shards(shards, str(tmp_path / "out"), "web=1", workers=1, render_config="no-such-style",
+                                  log=lambda line: None)
+    assert not (tmp_path / "out" / "manifest.json").exists()
