@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, dag, task
 
+from pipeline import alerts
+
 RAW = os.environ.get("GLYPH_RAW_PREFIX", "data/sample")
 ROOT = os.environ.get("GLYPH_DATA_ROOT", "out/airflow/corpus")
 DATASET = Asset(name="glyph_corpus", uri=os.environ.get("GLYPH_DATASET_URI", "file:///glyph/corpus"))
@@ -17,14 +19,9 @@ RETRY_DELAY = timedelta(seconds=int(os.environ.get("GLYPH_RETRY_DELAY_S", "30"))
 NETWORK = dict(retries=3, retry_delay=RETRY_DELAY, retry_exponential_backoff=True)
 
 
-def log_failure(context):
-    ti = context["ti"]
-    print(f"glyph_corpus_refresh: task {ti.task_id} failed (try {ti.try_number}): {context.get('exception')}")
-
-
 @dag(schedule=os.environ.get("GLYPH_REFRESH_CRON", "@daily"), start_date=datetime(2026, 1, 1), catchup=False,
-     max_active_runs=1, tags=["glyph"],
-     default_args={"execution_timeout": timedelta(hours=12), "on_failure_callback": log_failure})
+     max_active_runs=1, tags=["glyph"], on_failure_callback=alerts.run_failed,
+     default_args={"execution_timeout": timedelta(hours=12), **alerts.TASK_CALLBACKS})
 def glyph_corpus_refresh():
     @task.short_circuit(**NETWORK)
     def find_new() -> dict | bool:

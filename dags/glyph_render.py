@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
+from pipeline import alerts
+
 RETRY_DELAY = timedelta(seconds=int(os.environ.get("GLYPH_RETRY_DELAY_S", "30")))
 NETWORK = dict(retries=3, retry_delay=RETRY_DELAY, retry_exponential_backoff=True)
 
@@ -30,7 +32,8 @@ NETWORK = dict(retries=3, retry_delay=RETRY_DELAY, retry_exponential_backoff=Tru
         "dask_scheduler": Param("", type="string",
                                 description="tcp://host:8786 of a Dask cluster; empty: a LocalCluster"),
     },
-    default_args={"execution_timeout": timedelta(hours=12)},
+    on_failure_callback=alerts.run_failed,
+    default_args={"execution_timeout": timedelta(hours=12), **alerts.TASK_CALLBACKS},
 )
 def glyph_render():
     @task(**NETWORK)

@@ -11,9 +11,11 @@ from datetime import timedelta
 
 from airflow.sdk import Asset, Param, dag, task
 
+from pipeline import alerts
+
 DATASET = Asset(name="glyph_corpus", uri=os.environ.get("GLYPH_DATASET_URI", "file:///glyph/corpus"))
 STAGE = dict(retries=2, retry_delay=timedelta(seconds=int(os.environ.get("GLYPH_STAGE_RETRY_DELAY_S", "60"))),
-             execution_timeout=timedelta(days=3))
+             execution_timeout=timedelta(days=3), **alerts.TASK_CALLBACKS)
 
 
 @dag(
@@ -21,6 +23,7 @@ STAGE = dict(retries=2, retry_delay=timedelta(seconds=int(os.environ.get("GLYPH_
     catchup=False,
     max_active_runs=1,
     tags=["glyph"],
+    on_failure_callback=alerts.run_failed,
     params={
         "model": Param("out/tiny-model", type="string", description="Starting model: folder, hub id or s3://"),
         "data": Param("out/demo/rendered", type="string", description="Rendered shards for pre-training"),

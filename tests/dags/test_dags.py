@@ -96,7 +96,17 @@ def test_glyph_train_chains_the_stages(airflow_env, tmp_path, sample_docs, monke
         steps = [json.loads(line)["step"] for line in (tmp_path / "train" / stage / "metrics.jsonl").open()]
         assert steps == [1, 2], stage
 
+    from tests.support.webhook import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    monkeypatch.setenv("GLYPH_ALERT_WEBHOOK", receiver.url)
     broken = get_dag("glyph_train").test(run_conf={**conf, "model": str(tmp_path / "missing"),
                                                     "output_uri": str(tmp_path / "broken")})
+    receiver.close()
     states = {ti.task_id: str(ti.state) for ti in broken.get_task_instances()}
     assert str(broken.state) == "failed" and states["pretrain"] == "failed"
+    sent = [(b["task_id"], b["event"], b["try_number"]) for b in receiver.bodies]
+    assert sent == [("pretrain", "up for retry", 1), ("pretrain", "up for retry", 2), ("pretrain", "failed", 3),
+                    ("pretrain", "run failed", 3)]
+    assert "exited with 1" in receiver.bodies[2]["error"], "the alert carries the job's error"
+    assert receiver.bodies[3]["text"].startswith("glyph: glyph_train run failed (task pretrain) in manual__")
