@@ -29,29 +29,35 @@ STAGE = dict(retries=2, retry_delay=timedelta(seconds=int(os.environ.get("GLYPH_
         "data": Param("out/demo/rendered", type="string", description="Rendered shards for pre-training"),
         "sft_data": Param("data/sample/sft.jsonl", type="string", description="Chat JSONL for SFT and RL"),
         "output_uri": Param("out/airflow/train", type="string", description="Each stage writes OUTPUT/<stage>"),
-        "max_steps": Param(2, type="integer", minimum=1, description="Steps per stage (the configs' own if large)"),
-        "launcher": Param("local", enum=["local"], description="How jobs reach the GPUs"),
+        "config": Param("configs/train/{stage}.yaml", type="string",
+                        description="Each stage's config; {stage} becomes pretrain, sft, rl "
+                                    "(e.g. configs/train/{stage}-glm41v-9b.yaml)"),
+        "max_steps": Param(2, type=["null", "integer"], minimum=1,
+                           description="Steps per stage; empty: each config's own"),
+        "launcher": Param("local", enum=["local", "kubernetes", "slurm"],
+                          description="How jobs reach the GPUs: local subprocess, a Kubernetes Job (GLYPH_K8S_*) "
+                                      "or Slurm sbatch (GLYPH_SLURM_*)"),
     },
 )
 def glyph_train():
-    def run(stage: str, model: str, data: str, params: dict) -> str:
+    def run(stage: str, model: str, data: str, params: dict, run_id: str) -> str:
         from pipeline import orchestrate, storage
 
-        return orchestrate.train_stage(stage, f"configs/train/{stage}.yaml", model, data,
+        return orchestrate.train_stage(stage, params["config"].format(stage=stage), model, data,
                                        storage.join(params["output_uri"], stage), params["max_steps"],
-                                       params["launcher"])
+                                       params["launcher"], run_key=f"glyph_train/{run_id}")
 
     @task(**STAGE)
-    def pretrain(params=None) -> str:
-        return run("pretrain", params["model"], params["data"], params)
+    def pretrain(params=None, run_id=None) -> str:
+        return run("pretrain", params["model"], params["data"], params, run_id)
 
     @task(**STAGE)
-    def sft(model: str, params=None) -> str:
-        return run("sft", model, params["sft_data"], params)
+    def sft(model: str, params=None, run_id=None) -> str:
+        return run("sft", model, params["sft_data"], params, run_id)
 
     @task(**STAGE)
-    def rl(model: str, params=None) -> str:
-        return run("rl", model, params["sft_data"], params)
+    def rl(model: str, params=None, run_id=None) -> str:
+        return run("rl", model, params["sft_data"], params, run_id)
 
     rl(sft(pretrain()))
 

@@ -75,10 +75,13 @@ def publish_version(dataset_uri: str, state_root: str, snapshot: dict) -> str:
 
 
 def train_stage(stage: str, config: str, model: str, data: str, output_dir: str, max_steps: int | None = None,
-                launcher: str = "local", log=print) -> str:
-    """Run one training stage to completion; return the exported model's URI for the next stage."""
+                launcher: str = "local", run_key: str | None = None, log=print) -> str:
+    """Run one training stage to completion; return the exported model's URI for the next stage.
+
+    `run_key` (the Airflow run id) names cluster jobs, so a retried task re-attaches to its stage's job.
+    """
     from pipeline.launchers import get_launcher
 
     overrides = {"model": model, "data": data, "output_dir": output_dir, "max_steps": max_steps}
-    get_launcher(launcher, log=log).run(stage, config, overrides)
+    get_launcher(launcher, log=log, run_key=run_key and f"{run_key}/{stage}").run(stage, config, overrides)
     return storage.join(output_dir, "model")

@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(poppler-utils tesseract-ocr tesseract-ocr-eng)
+# slurm-wlm and munge: the tests start a real one-node Slurm cluster for the Slurm launcher.
+APT_PACKAGES=(poppler-utils tesseract-ocr tesseract-ocr-eng slurm-wlm munge)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

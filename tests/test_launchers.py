@@ -1,0 +1,207 @@
+"""Training launchers: Slurm for real (a one-node cluster started here), Kubernetes manifests checked
+with the official client's models (no API server runs on this machine)."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.launchers import JobFailed, SlurmLauncher, fill_template, get_launcher, job_name
+from tests.support import slurm as slurm_support
+from tests.support.s3 import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_job_names_are_stable_per_run_and_stage_and_valid_dns():
+    name = job_name("pretrain", "glyph_train/manual__2026-11-22T23:50:46+00:00/pretrain")
+    assert name == job_name("pretrain", "glyph_train/manual__2026-11-22T23:50:46+00:00/pretrain")
+    assert name != job_name("pretrain", "glyph_train/other/pretrain")
+    assert len(name) <= 63 and name.replace("-", "").isalnum() and name.islower()
+
+
+def test_template_placeholders_must_all_be_filled():
+    with pytest.raises(KeyError, match="image"):
+        fill_template("a: {{ job_name }}\nb: {{ image }}\n", {"job_name": "x"}, quote=lambda n, v: v)
+
+
+def test_unknown_launcher_is_a_clear_error():
+    with pytest.raises(ValueError, match="local, kubernetes, slurm"):
+        get_launcher("ssh")
+
+
+# Kubernetes
+
+
+def deserialize(document: dict, kind: str):
+    from kubernetes import client
+
+    class Response:
+        data = json.dumps(document)
+
+    return client.ApiClient().deserialize(Response(), kind)
+
+
+def test_kubernetes_job_manifest_is_a_valid_indexed_job(monkeypatch):
+    from pipeline.kubernetes_launcher import KubernetesLauncher
+
+    monkeypatch.setenv("GLYPH_K8S_NODE_SELECTOR", '{"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}')
+    launcher = KubernetesLauncher(image="registry.example/glyph-train:1", nodes=4, gpus_per_node=8,
+                                  namespace="ml", run_key="glyph_train/run1/pretrain")
+    tricky = 's3://bucket/models/a: "b" {c}'  # YAML- and template-hostile characters survive intact
+    service_doc, job_doc = launcher.manifests("pretrain", "configs/train/pretrain-glm41v-9b.yaml",
+                                              {"model": tricky, "max_steps": 100, "data": None})
+    service, job = deserialize(service_doc, "V1Service"), deserialize(job_doc, "V1Job")
+    name = job.metadata.name
+    assert name == job_name("pretrain", "glyph_train/run1/pretrain") == service.metadata.name
+    assert job.spec.completion_mode == "Indexed" and job.spec.completions == job.spec.parallelism == 4
+    assert job.spec.backoff_limit == 0, "retries belong to Airflow, where the stage resumes from its checkpoint"
+    pod = job.spec.template.spec
+    assert pod.subdomain == service.metadata.name and service.spec.cluster_ip == "None"
+    assert service.spec.selector.items() <= job.spec.template.metadata.labels.items()
+    assert pod.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    [container] = pod.containers
+    assert container.image == "registry.example/glyph-train:1" and container.command == ["torchrun"]
+    assert container.args == ["-m", "training.pretrain", "--config", "configs/train/pretrain-glm41v-9b.yaml",
+                              "--model", tricky, "--max-steps", "100"]
+    assert container.resources.limits["nvidia.com/gpu"] == "8"
+    env = {e.name: e for e in container.env}
+    assert env["PET_NNODES"].value == "4" and env["PET_NPROC_PER_NODE"].value == "8"
+    assert env["PET_MASTER_ADDR"].value == f"{name}-0.{name}"
+    assert "job-completion-index" in env["PET_NODE_RANK"].value_from.field_ref.field_path
+    assert {(s.secret_ref or s.config_map_ref).name for s in container.env_from} == {"glyph-s3", "glyph-s3-endpoint"}
+    assert (REPO / "configs/train/pretrain-glm41v-9b.yaml").exists()
+
+
+def test_kubernetes_launcher_needs_an_image(monkeypatch):
+    monkeypatch.delenv("GLYPH_K8S_IMAGE", raising=False)
+    with pytest.raises(ValueError, match="GLYPH_K8S_IMAGE"):
+        get_launcher("kubernetes")
+    monkeypatch.setenv("GLYPH_K8S_IMAGE", "x")
+    monkeypatch.setenv("GLYPH_K8S_NODE_SELECTOR", "gpu=h100")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        get_launcher("kubernetes")
+
+
+# Slurm, for real
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    reason = slurm_support.missing()
+    if reason:
+        pytest.skip(reason)
+    cluster = slurm_support.SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    os.environ.update(cluster.env)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, sample_docs):
+    from pipeline.cli import main
+
+    root = tmp_path_factory.mktemp("slurm-train")
+    assert main(["make-tiny-model", str(root / "model")]) == 0
+    corpus = root / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "s", "text": sample_docs["shakespeare-sonnets"][:2500]}) + "\n")
+    assert main(["render", "--shard", str(corpus), "--out", str(root / "pages")]) == 0
+    return root
+
+
+@pytest.fixture
+def launcher_env(monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("GLYPH_SLURM_RDZV_PORT", str(free_port()))
+
+
+def slurm_launcher(tmp_path, key, lines):
+    return SlurmLauncher(gpus_per_node=0, workdir=str(tmp_path / "slurm"), log=lines.append, run_key=key, poll_s=0.5)
+
+
+def overrides(tiny, out, **more):
+    return {"model": str(tiny / "model"), "data": str(tiny / "pages"), "output_dir": str(out), "max_steps": 2, **more}
+
+
+def test_a_stage_runs_as_a_slurm_job_with_its_log_streamed(slurm, tiny, tmp_path, launcher_env):
+    lines: list[str] = []
+    slurm_launcher(tmp_path, "run-ok/pretrain", lines).run("pretrain", "configs/train/pretrain.yaml",
+                                                           overrides(tiny, tmp_path / "out"))
+    steps = [json.loads(line)["step"] for line in (tmp_path / "out" / "metrics.jsonl").open()]
+    assert steps == [1, 2]
+    assert (tmp_path / "out" / "model" / "config.json").exists()
+    assert lines[0].startswith("slurm: submitted job ")
+    assert any(line.startswith("slurm job ") and "1 node(s)" in line for line in lines), "the job's own log"
+
+
+def test_a_failing_slurm_job_fails_with_its_error(slurm, tiny, tmp_path, launcher_env):
+    lines: list[str] = []
+    with pytest.raises(JobFailed, match="FAILED") as failed:
+        slurm_launcher(tmp_path, "run-bad/pretrain", lines).run(
+            "pretrain", "configs/train/pretrain.yaml", overrides(tiny, tmp_path / "out", model=str(tmp_path / "nope")))
+    assert "nope" in str(failed.value), "the job's error is in the exception"
+
+
+def test_a_retry_reattaches_to_the_running_job_instead_of_starting_another(slurm, tiny, tmp_path, launcher_env):
+    first: list[str] = []
+    launcher = slurm_launcher(tmp_path, "run-retry/pretrain", first)
+    name = job_name("pretrain", "run-retry/pretrain")
+    script = tmp_path / "slurm" / "earlier-try.sbatch"
+    script.parent.mkdir(parents=True)
+    script.write_text(launcher.script("pretrain", "configs/train/pretrain.yaml", overrides(tiny, tmp_path / "out"),
+                                      name))
+    earlier = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True)
+    job_id = earlier.stdout.strip()  # an earlier try's job, its Airflow task since lost
+
+    launcher.run("pretrain", "configs/train/pretrain.yaml", overrides(tiny, tmp_path / "out"))
+    assert first[0] == f"slurm: re-attaching to job {job_id} ({name}), still running from an earlier try"
+    assert [json.loads(line)["step"] for line in (tmp_path / "out" / "metrics.jsonl").open()] == [1, 2]
+
+
+def test_an_interrupted_wait_cancels_the_job(slurm, tiny, tmp_path, launcher_env):
+    class TaskKilled(Exception):
+        pass
+
+    seen: list[str] = []
+
+    def log(line):
+        seen.append(line)
+        if line.startswith("slurm job "):  # the job is running: now the Airflow task is killed
+            raise TaskKilled
+
+    launcher = SlurmLauncher(gpus_per_node=0, workdir=str(tmp_path / "slurm"), log=log, run_key="run-kill/x",
+                             poll_s=0.5)
+    with pytest.raises(TaskKilled):
+        launcher.run("pretrain", "configs/train/pretrain.yaml", overrides(tiny, tmp_path / "out", max_steps=500))
+    job_id = seen[0].split()[3]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+        if "JobState=CANCELLED" in state:
+            break
+        time.sleep(0.5)
+    assert "JobState=CANCELLED" in state
+    assert seen[-1] == f"slurm: wait interrupted; cancelled job {job_id}"
+
+
+def test_sbatch_script_asks_for_gpus_and_passes_arguments_safely(tmp_path):
+    launcher = SlurmLauncher(nodes=2, gpus_per_node=8, partition="h100", workdir=str(tmp_path),
+                             sbatch_args=["--time=2-00:00:00"], run_key="k")
+    text = launcher.script("sft", "configs/train/sft.yaml", {"model": "s3://b/it's here"}, "glyph-sft-x")
+    assert "#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n#SBATCH --gpus-per-node=8\n#SBATCH --partition=h100\n" \
+           "#SBATCH --time=2-00:00:00\n" in text
+    assert "--nproc-per-node 8" in text
+    script = tmp_path / "s.sh"
+    script.write_text(text)
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, "valid shell"
+    argv = subprocess.run(["bash", "-c", "printf '%s\\n' " + text.split("--rdzv-id \"$SLURM_JOB_ID\" \\\n")[1]],
+                          capture_output=True, text=True).stdout.splitlines()
+    assert argv == ["-m", "training.sft", "--config", "configs/train/sft.yaml", "--model", "s3://b/it's here"]
