@@ -1,4 +1,4 @@
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench airflow
 
 setup:
 	bash scripts/setup.sh
@@ -12,3 +12,7 @@ test: setup
 
 bench: setup
 	.venv/bin/python benchmarks/render_speed.py
+
+# Airflow with the repo's DAGs on http://127.0.0.1:8080 (Ctrl-C stops it).
+airflow: setup
+	bash scripts/airflow.sh

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Airflow 3 on this machine with the repo's DAGs: `airflow standalone` (API server and UI,
+# scheduler, DAG processor, triggerer) on a SQLite database under out/airflow-home.
+# UI: http://127.0.0.1:${AIRFLOW_PORT:-8080} (local use: every visitor is an admin). Stop with Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT=${AIRFLOW_PORT:-8080}
+export AIRFLOW_HOME=${AIRFLOW_HOME:-$PWD/out/airflow-home}
+export AIRFLOW__CORE__DAGS_FOLDER=$PWD/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$AIRFLOW_HOME/airflow.db
+export AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$PORT
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$PORT/execution/
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}
+export PATH=$PWD/.venv/bin:$PATH   # standalone starts its components as `airflow ...`
+mkdir -p "$AIRFLOW_HOME"
+exec airflow standalone
