@@ -15,7 +15,7 @@ from pipeline import alerts
 
 DATASET = Asset(name="glyph_corpus", uri=os.environ.get("GLYPH_DATASET_URI", "file:///glyph/corpus"))
 STAGE = dict(retries=2, retry_delay=timedelta(seconds=int(os.environ.get("GLYPH_STAGE_RETRY_DELAY_S", "60"))),
-             execution_timeout=timedelta(days=3), **alerts.TASK_CALLBACKS)
+             retry_exponential_backoff=True, execution_timeout=timedelta(days=3), **alerts.TASK_CALLBACKS)
 
 
 @dag(

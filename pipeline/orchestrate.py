@@ -15,12 +15,12 @@ STATE = "refresh_state.json"
 
 
 def find_new_objects(raw_prefix: str, state_root: str) -> dict:
-    """Raw corpus objects that are new or changed (by size) since the last successful refresh."""
+    """Raw corpus objects that are new or changed (size or S3 ETag / local mtime) since the last publish."""
     store = storage.get_storage(state_root)
     state_uri = storage.join(state_root, STATE)
     seen = json.loads(store.read_text(state_uri))["objects"] if store.exists(state_uri) else {}
-    current = {o.uri: o.size for o in storage.list_uris(raw_prefix)}
-    changed = sorted(uri for uri, size in current.items() if seen.get(uri) != size)
+    current = {o.uri: [o.size, o.version] for o in storage.list_uris(raw_prefix)}
+    changed = sorted(uri for uri, now in current.items() if seen.get(uri) != now)
     return {"changed": changed, "snapshot": current}
 
 

@@ -40,6 +40,12 @@ class StorageError(RuntimeError):
 class ObjectInfo:
     uri: str
     size: int
+    version: str = ""  # changes when the content may have: S3 ETag, local modification time (ns)
+
+
+def _local_info(path: Path) -> ObjectInfo:
+    stat = path.stat()
+    return ObjectInfo(str(path), stat.st_size, str(stat.st_mtime_ns))
 
 
 def join(base: str, *parts: str) -> str:
@@ -115,12 +121,12 @@ class LocalStorage(Storage):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         root = self.path(prefix)
         if root.is_file():
-            yield ObjectInfo(str(root), root.stat().st_size)
+            yield _local_info(root)
             return
         if not root.is_dir():
             return
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            yield ObjectInfo(str(path), path.stat().st_size)
+            yield _local_info(path)
 
     def delete(self, uri: str) -> None:
         self.path(uri).unlink(missing_ok=True)
@@ -204,7 +210,7 @@ class S3Storage(Storage):
         pages = _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
         for page in self._call("list", prefix, list, pages):
             for item in page.get("Contents", []):
-                yield ObjectInfo(f"s3://{bucket}/{item['Key']}", item["Size"])
+                yield ObjectInfo(f"s3://{bucket}/{item['Key']}", item["Size"], item.get("ETag", "").strip('"'))
 
     def delete(self, uri: str) -> None:
         bucket, key = _split(uri)

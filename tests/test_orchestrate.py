@@ -31,3 +31,38 @@ def test_a_bad_render_config_fails_with_the_commands_error(shards, tmp_path):
         orchestrate.render_shards(shards, str(tmp_path / "out"), "web=1", workers=1, render_config="no-such-style",
                                   log=lambda line: None)
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def publish_state(root, found):
+    from pipeline import storage
+
+    storage.get_storage(root).write_text(storage.join(root, orchestrate.STATE),
+                                         json.dumps({"version": "v", "objects": found["snapshot"]}))
+
+
+def test_find_new_sees_a_rewrite_of_the_same_size_locally(tmp_path):
+    raw, state = tmp_path / "raw", str(tmp_path / "state")
+    raw.mkdir()
+    (raw / "a.jsonl").write_text('{"id": "a", "text": "one"}\n')
+    (raw / "b.jsonl").write_text('{"id": "b", "text": "two"}\n')
+    first = orchestrate.find_new_objects(str(raw), state)
+    assert len(first["changed"]) == 2
+    publish_state(state, first)
+    assert orchestrate.find_new_objects(str(raw), state)["changed"] == []
+    import os
+
+    (raw / "a.jsonl").write_text('{"id": "a", "text": "ONE"}\n')  # same size, new content
+    os.utime(raw / "a.jsonl", ns=(1, 1))  # even with an older timestamp than before
+    assert orchestrate.find_new_objects(str(raw), state)["changed"] == [str(raw / "a.jsonl")]
+
+
+def test_find_new_sees_a_rewrite_of_the_same_size_on_s3(s3):
+    s3.proxy.heal()
+    client = s3.client()
+    client.put_object(Bucket=s3.bucket, Key="find-new/raw/a.jsonl", Body=b'{"id": "a", "text": "one"}\n')
+    first = orchestrate.find_new_objects(s3.uri("find-new", "raw"), s3.uri("find-new", "state"))
+    assert first["changed"] == [s3.uri("find-new", "raw", "a.jsonl")]
+    publish_state(s3.uri("find-new", "state"), first)
+    client.put_object(Bucket=s3.bucket, Key="find-new/raw/a.jsonl", Body=b'{"id": "a", "text": "ONE"}\n')
+    again = orchestrate.find_new_objects(s3.uri("find-new", "raw"), s3.uri("find-new", "state"))
+    assert again["changed"] == [s3.uri("find-new", "raw", "a.jsonl")]
