@@ -93,8 +93,14 @@ class KubernetesLauncher:
 
         try:
             config.load_incluster_config()
+            return
         except config.ConfigException:
-            config.load_kube_config(context=self.context)
+            pass
+        try:  # KUBECONFIG read now: the client reads it only once, when first imported
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), context=self.context)
+        except (config.ConfigException, OSError) as error:
+            raise JobFailed(f"kubernetes launcher: not inside a cluster and no usable kubeconfig "
+                            f"(KUBECONFIG or ~/.kube/config): {error}") from None
 
     def _create(self, create, body: dict) -> None:
         from kubernetes.client.exceptions import ApiException

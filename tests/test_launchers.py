@@ -1,5 +1,6 @@
-"""Training launchers: Slurm for real (a one-node cluster started here), Kubernetes manifests checked
-with the official client's models (no API server runs on this machine)."""
+"""Training launchers: Slurm for real (a one-node cluster started here); Kubernetes manifests checked
+with the official client's models, and its job handling through the real client against a scripted
+API server (no Kubernetes API server can run on this machine)."""
 
 import json
 import os
@@ -87,6 +88,79 @@ def test_kubernetes_launcher_needs_an_image(monkeypatch):
     monkeypatch.setenv("GLYPH_K8S_NODE_SELECTOR", "gpu=h100")
     with pytest.raises(ValueError, match="not a JSON object"):
         get_launcher("kubernetes")
+
+
+@pytest.fixture
+def k8s(tmp_path, monkeypatch):
+    from tests.support.k8s_api import ScriptedKubernetes
+
+    server = ScriptedKubernetes()
+    monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig(tmp_path)))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    yield server
+    server.close()
+
+
+def k8s_launcher(lines, key="glyph_train/run1/pretrain", log=None):
+    from pipeline.kubernetes_launcher import KubernetesLauncher
+
+    return KubernetesLauncher(image="glyph-train:0.1.0", namespace="glyph", gpus_per_node=8, run_key=key,
+                              log=log or lines.append, poll_s=0.05)
+
+
+STAGE = ("pretrain", "configs/train/pretrain-glm41v-9b.yaml", {"model": "s3://m/base", "max_steps": 10})
+
+
+def test_kubernetes_stage_creates_the_job_and_streams_pod_zeros_log(k8s):
+    lines: list[str] = []
+    k8s_launcher(lines).run(*STAGE)
+    name = job_name("pretrain", "glyph_train/run1/pretrain")
+    assert [body["kind"] for body in k8s.posted] == ["Service", "Job"]
+    assert k8s.posted[1]["metadata"]["name"] == name
+    assert lines[0].startswith(f"kubernetes: created job glyph/{name} (1 node(s), 8 GPU(s) each")
+    assert lines[1:] == ["rank 0: step 1", "rank 0: step 2"]
+
+
+def test_kubernetes_job_failure_fails_with_reason_exit_code_and_log(k8s):
+    from tests.support.k8s_api import Script
+
+    name = job_name("pretrain", "glyph_train/run1/pretrain")
+    k8s.scripts[name] = Script(lines=["loading s3://m/base", "OSError: s3://m/base has no config.json"],
+                               outcome="Failed", exit_code=1)
+    with pytest.raises(JobFailed) as failed:
+        k8s_launcher([]).run(*STAGE)
+    message = str(failed.value)
+    assert "BackoffLimitExceeded" in message and "exit 1 (Error)" in message
+    assert message.endswith("OSError: s3://m/base has no config.json")
+
+
+@pytest.mark.parametrize("earlier, creates, first_line", [
+    ("running", False, "kubernetes: re-attaching to job {name}, still running from an earlier try"),
+    ("Complete", False, "kubernetes: job {name} already completed in an earlier try"),
+    ("Failed", True, "kubernetes: deleting failed job {name} from an earlier try"),
+])
+def test_a_retried_kubernetes_stage_reuses_or_replaces_the_earlier_job(k8s, earlier, creates, first_line):
+    name = job_name("pretrain", "glyph_train/run1/pretrain")
+    k8s.seed(name, earlier)
+    lines: list[str] = []
+    k8s_launcher(lines).run(*STAGE)
+    assert lines[0] == first_line.format(name=name)
+    assert any(b["kind"] == "Job" for b in k8s.posted) == creates
+    assert (("DELETE", f"/apis/batch/v1/namespaces/glyph/jobs/{name}") in k8s.calls) == (earlier == "Failed")
+
+
+def test_an_interrupted_kubernetes_wait_deletes_the_job(k8s):
+    class TaskKilled(Exception):
+        pass
+
+    def log(line):
+        if line == "rank 0: step 1":
+            raise TaskKilled
+
+    with pytest.raises(TaskKilled):
+        k8s_launcher([], log=log).run(*STAGE)
+    name = job_name("pretrain", "glyph_train/run1/pretrain")
+    assert k8s.calls[-1] == ("DELETE", f"/apis/batch/v1/namespaces/glyph/jobs/{name}")
 
 
 # Slurm, for real
@@ -205,3 +279,10 @@ def test_sbatch_script_asks_for_gpus_and_passes_arguments_safely(tmp_path):
     argv = subprocess.run(["bash", "-c", "printf '%s\\n' " + text.split("--rdzv-id \"$SLURM_JOB_ID\" \\\n")[1]],
                           capture_output=True, text=True).stdout.splitlines()
     assert argv == ["-m", "training.sft", "--config", "configs/train/sft.yaml", "--model", "s3://b/it's here"]
+
+
+def test_kubernetes_without_a_cluster_config_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(JobFailed, match="no usable kubeconfig"):
+        k8s_launcher([]).run(*STAGE)
