@@ -34,14 +34,16 @@ def glyph_corpus_refresh():
     def shard(found: dict, run_id=None) -> str:
         from pipeline import orchestrate, storage
 
-        return orchestrate.shard_corpus(found["changed"], storage.join(ROOT, "runs", _safe(run_id), "input"))
+        run_root = storage.join(ROOT, "runs", orchestrate.run_folder(run_id))
+        return orchestrate.shard_corpus(found["changed"], storage.join(run_root, "input"))
 
     @task(**NETWORK)
     def render(shards_uri: str, run_id=None) -> str:
         from pipeline import orchestrate, storage
 
         styles = os.environ.get("GLYPH_STYLES", "document=0.4,web=0.2,code=0.2,dark=0.2")
-        return orchestrate.render_shards(shards_uri, storage.join(ROOT, "runs", _safe(run_id), "rendered"), styles,
+        run_root = storage.join(ROOT, "runs", orchestrate.run_folder(run_id))
+        return orchestrate.render_shards(shards_uri, storage.join(run_root, "rendered"), styles,
                                          scheduler=os.environ.get("GLYPH_DASK_SCHEDULER"))
 
     @task(**NETWORK)
@@ -51,17 +53,15 @@ def glyph_corpus_refresh():
         return orchestrate.verify_dataset(rendered_uri)
 
     @task(outlets=[DATASET], **NETWORK)
-    def publish(rendered_uri: str, found: dict) -> str:
+    def publish(rendered_uri: str, found: dict, outlet_events=None) -> str:
         from pipeline import orchestrate
 
-        return orchestrate.publish_version(rendered_uri, ROOT, found["snapshot"])
+        version_uri = orchestrate.publish_version(rendered_uri, ROOT, found["snapshot"])
+        outlet_events[DATASET].extra = {"dataset": rendered_uri, "version": version_uri}  # glyph_train reads it
+        return version_uri
 
     found = find_new()
     publish(verify(render(shard(found))), found)
-
-
-def _safe(run_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)
 
 
 glyph_corpus_refresh()

@@ -1,9 +1,12 @@
 """glyph_train: pre-training, then SFT, then RL, each stage's exported model feeding the next.
 
-Scheduled on the glyph_corpus Asset (a new dataset version) and triggerable by hand. A stage
-is a job started by a launcher (local deepspeed subprocess by default); its log streams into
-the task log, a failed job fails the task with the job's error, and a retried task resumes
-from the stage's checkpoint. Wiring only; the work is in pipeline.orchestrate.
+Scheduled on the glyph_corpus Asset and triggerable by hand. A run started by the Asset
+pre-trains on the dataset version that the event names; the other settings of such runs are
+the Params' defaults, which deployments set with GLYPH_TRAIN_* variables. A stage is a job
+started by a launcher (local subprocess by default, Kubernetes, Slurm); its log streams into
+the task log, a failed job fails the task with the job's error, and a retried task re-attaches
+to its job or resumes from the stage's checkpoint. Each run writes OUTPUT/<run id>/<stage>.
+Wiring only; the work is in pipeline.orchestrate.
 """
 
 import os
@@ -16,6 +19,7 @@ from pipeline import alerts
 DATASET = Asset(name="glyph_corpus", uri=os.environ.get("GLYPH_DATASET_URI", "file:///glyph/corpus"))
 STAGE = dict(retries=2, retry_delay=timedelta(seconds=int(os.environ.get("GLYPH_STAGE_RETRY_DELAY_S", "60"))),
              retry_exponential_backoff=True, execution_timeout=timedelta(days=3), **alerts.TASK_CALLBACKS)
+MAX_STEPS = os.environ.get("GLYPH_TRAIN_MAX_STEPS", "2")
 
 
 @dag(
@@ -25,16 +29,20 @@ STAGE = dict(retries=2, retry_delay=timedelta(seconds=int(os.environ.get("GLYPH_
     tags=["glyph"],
     on_failure_callback=alerts.run_failed,
     params={
-        "model": Param("out/tiny-model", type="string", description="Starting model: folder, hub id or s3://"),
-        "data": Param("out/demo/rendered", type="string", description="Rendered shards for pre-training"),
-        "sft_data": Param("data/sample/sft.jsonl", type="string", description="Chat JSONL for SFT and RL"),
-        "output_uri": Param("out/airflow/train", type="string", description="Each stage writes OUTPUT/<stage>"),
-        "config": Param("configs/train/{stage}.yaml", type="string",
+        "model": Param(os.environ.get("GLYPH_TRAIN_MODEL", "out/tiny-model"), type="string",
+                       description="Starting model: folder, hub id or s3://"),
+        "data": Param(os.environ.get("GLYPH_TRAIN_DATA", "out/demo/rendered"), type="string",
+                      description="Rendered shards for pre-training (a run started by the Asset uses its dataset)"),
+        "sft_data": Param(os.environ.get("GLYPH_TRAIN_SFT_DATA", "data/sample/sft.jsonl"), type="string",
+                          description="Chat JSONL for SFT and RL"),
+        "output_uri": Param(os.environ.get("GLYPH_TRAIN_OUTPUT_URI", "out/airflow/train"), type="string",
+                            description="Each run writes OUTPUT/<run id>/<stage>"),
+        "config": Param(os.environ.get("GLYPH_TRAIN_CONFIG", "configs/train/{stage}.yaml"), type="string",
                         description="Each stage's config; {stage} becomes pretrain, sft, rl "
                                     "(e.g. configs/train/{stage}-glm41v-9b.yaml)"),
-        "max_steps": Param(2, type=["null", "integer"], minimum=1,
+        "max_steps": Param(int(MAX_STEPS) if MAX_STEPS else None, type=["null", "integer"], minimum=1,
                            description="Steps per stage; empty: each config's own"),
-        "launcher": Param("local", enum=["local", "kubernetes", "slurm"],
+        "launcher": Param(os.environ.get("GLYPH_TRAIN_LAUNCHER", "local"), enum=["local", "kubernetes", "slurm"],
                           description="How jobs reach the GPUs: local subprocess, a Kubernetes Job (GLYPH_K8S_*) "
                                       "or Slurm sbatch (GLYPH_SLURM_*)"),
     },
@@ -43,13 +51,16 @@ def glyph_train():
     def run(stage: str, model: str, data: str, params: dict, run_id: str) -> str:
         from pipeline import orchestrate, storage
 
-        return orchestrate.train_stage(stage, params["config"].format(stage=stage), model, data,
-                                       storage.join(params["output_uri"], stage), params["max_steps"],
-                                       params["launcher"], run_key=f"glyph_train/{run_id}")
+        output = storage.join(params["output_uri"], orchestrate.run_folder(run_id), stage)
+        return orchestrate.train_stage(stage, params["config"].format(stage=stage), model, data, output,
+                                       params["max_steps"], params["launcher"], run_key=f"glyph_train/{run_id}")
 
     @task(**STAGE)
-    def pretrain(params=None, run_id=None) -> str:
-        return run("pretrain", params["model"], params["data"], params, run_id)
+    def pretrain(params=None, run_id=None, triggering_asset_events=None) -> str:
+        from pipeline import orchestrate
+
+        events = triggering_asset_events.get(DATASET, []) if triggering_asset_events else []
+        return run("pretrain", params["model"], orchestrate.newest_dataset(events, params["data"]), params, run_id)
 
     @task(**STAGE)
     def sft(model: str, params=None, run_id=None) -> str:

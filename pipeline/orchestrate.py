@@ -14,6 +14,17 @@ from pipeline import storage
 STATE = "refresh_state.json"
 
 
+def run_folder(run_id: str) -> str:
+    """An Airflow run id as one safe path segment (the same for every try of the run)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)
+
+
+def newest_dataset(events, default: str) -> str:
+    """The dataset URI named by the newest glyph_corpus Asset event that triggered a run, else default."""
+    newest = max(events or [], key=lambda event: event.timestamp, default=None)
+    return (newest.extra or {}).get("dataset", default) if newest is not None else default
+
+
 def find_new_objects(raw_prefix: str, state_root: str) -> dict:
     """Raw corpus objects that are new or changed (size or S3 ETag / local mtime) since the last publish."""
     store = storage.get_storage(state_root)

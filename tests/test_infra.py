@@ -207,3 +207,10 @@ def test_rbac_allows_every_call_the_kubernetes_launcher_makes():
     for action, kind, sub in calls:
         resource = plural[kind] + ("/" + sub[1:] if sub else "")
         assert any(resource in r["resources"] and verbs[action] in r["verbs"] for r in rules), (action, resource)
+
+
+def test_helm_training_settings_name_configs_that_exist():
+    helm = {e["name"]: e["value"] for e in yaml.safe_load((INFRA / "helm" / "airflow-values.yaml").read_text())["env"]}
+    for stage in ("pretrain", "sft", "rl"):
+        assert (REPO / helm["GLYPH_TRAIN_CONFIG"].format(stage=stage)).exists(), stage
+    assert helm["GLYPH_TRAIN_LAUNCHER"] in ("local", "kubernetes", "slurm")

@@ -70,8 +70,9 @@ def test_refresh_publishes_then_exits_early_when_nothing_is_new(airflow_env, s3,
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        names = [event.asset.name for event in session.query(AssetEvent).all()]
-    assert "glyph_corpus" in names, "the Asset event was emitted"
+        events = [(event.asset.name, event.extra) for event in session.query(AssetEvent).all()]
+    [(name, extra)] = [e for e in events if e[0] == "glyph_corpus"]
+    assert extra["dataset"] == json.loads(latest)["dataset"], "the event names the dataset glyph_train will use"
 
     second = get_dag("glyph_corpus_refresh").test()
     states = {ti.task_id: str(ti.state) for ti in second.get_task_instances()}
@@ -91,10 +92,12 @@ def test_glyph_train_chains_the_stages(airflow_env, tmp_path, sample_docs, monke
             "output_uri": str(tmp_path / "train"), "max_steps": 2, "launcher": "local"}
     run = get_dag("glyph_train").test(run_conf=conf)
     assert str(run.state) == "success"
+    from pipeline.orchestrate import run_folder
+
     for stage in ("pretrain", "sft", "rl"):
-        assert (tmp_path / "train" / stage / "model" / "config.json").exists(), stage
-        steps = [json.loads(line)["step"] for line in (tmp_path / "train" / stage / "metrics.jsonl").open()]
-        assert steps == [1, 2], stage
+        out = tmp_path / "train" / run_folder(run.run_id) / stage
+        assert (out / "model" / "config.json").exists(), stage
+        assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").open()] == [1, 2], stage
 
     from tests.support.webhook import WebhookReceiver
 

@@ -1,15 +1,38 @@
-"""The UI trigger path: `airflow standalone` on 127.0.0.1, glyph_render triggered through the REST API."""
+"""Airflow running for real: `airflow standalone` on 127.0.0.1 driven through the REST API.
+
+glyph_render triggered with a conf as from the UI; glyph_corpus_refresh run by its schedule,
+its Asset event starting glyph_train on the dataset it published.
+"""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.support.airflow_server import AirflowStandalone
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture(scope="module")
-def airflow_server(tmp_path_factory, s3):
-    server = AirflowStandalone(tmp_path_factory.mktemp("standalone-home"), env={"GLYPH_RETRY_DELAY_S": "1"})
+def inputs(tmp_path_factory, sample_docs):
+    from pipeline.cli import main
+
+    root = tmp_path_factory.mktemp("standalone-inputs")
+    (root / "raw").mkdir()
+    (root / "raw" / "a.jsonl").write_text(json.dumps({"id": "a", "text": sample_docs["shakespeare-sonnets"][:3000]})
+                                          + "\n")
+    assert main(["make-tiny-model", str(root / "tiny")]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def airflow_server(tmp_path_factory, s3, inputs):
+    server = AirflowStandalone(tmp_path_factory.mktemp("standalone-home"), env={
+        "GLYPH_RETRY_DELAY_S": "1", "GLYPH_STAGE_RETRY_DELAY_S": "1",
+        "GLYPH_RAW_PREFIX": str(inputs / "raw"), "GLYPH_DATA_ROOT": s3.uri("scheduled"), "GLYPH_STYLES": "document=1",
+        "GLYPH_TRAIN_MODEL": str(inputs / "tiny"), "GLYPH_TRAIN_OUTPUT_URI": str(inputs / "train"),
+        "GLYPH_TRAIN_MAX_STEPS": "2", "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions")})
     server.start()
     yield server
     assert server.stop() == [], "SIGINT stops every component standalone started"
@@ -51,3 +74,25 @@ def test_bad_conf_is_refused_by_the_api_before_anything_runs(airflow_server):
         airflow_server.trigger("glyph_render", {"num_shards": 0, "backend": "gpu"})
     assert refused.value.code == 400
     assert "num_shards" in refused.value.read().decode()
+
+
+def test_scheduled_refresh_publishes_and_its_asset_event_starts_training(airflow_server, s3, inputs):
+    from pipeline.orchestrate import run_folder
+
+    s3.proxy.heal()
+    for dag_id in ("glyph_corpus_refresh", "glyph_train"):
+        airflow_server.wait_for_dag(dag_id)
+    airflow_server.unpause("glyph_train")
+    airflow_server.unpause("glyph_corpus_refresh")  # no catch-up: only the latest interval runs
+    refresh = airflow_server.wait_for_new_run("glyph_corpus_refresh", "scheduled")
+    state = airflow_server.wait_for_run("glyph_corpus_refresh", refresh)
+    assert state == "success", airflow_server.task_states("glyph_corpus_refresh", refresh)
+    latest = json.loads(s3.client().get_object(Bucket=s3.bucket, Key="scheduled/versions/latest.json")["Body"].read())
+
+    train = airflow_server.wait_for_new_run("glyph_train", "asset_triggered")
+    state = airflow_server.wait_for_run("glyph_train", train)
+    assert state == "success", (airflow_server.task_states("glyph_train", train), airflow_server.tail())
+    assert f"--data {latest['dataset']} " in airflow_server.task_log("glyph_train", train, "pretrain"), \
+        "pre-training ran on the dataset version the Asset event named"
+    for stage in ("pretrain", "sft", "rl"):
+        assert (inputs / "train" / run_folder(train) / stage / "model" / "config.json").exists(), stage

@@ -105,10 +105,28 @@ class AirflowStandalone:
             time.sleep(2)
         raise TimeoutError(f"{dag_id} was not parsed in {timeout} s:\n{self.tail()}")
 
-    def trigger(self, dag_id: str, conf: dict) -> str:
+    def unpause(self, dag_id: str) -> None:
         self._call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict) -> str:
+        self.unpause(dag_id)
         run = self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
         return run["dag_run_id"]
+
+    def wait_for_new_run(self, dag_id: str, run_type: str, timeout: float = 180) -> str:
+        """The id of the first run of `run_type` (scheduled, asset_triggered, manual) once one exists."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+            found = [run["dag_run_id"] for run in runs if run["run_type"] == run_type]
+            if found:
+                return found[0]
+            time.sleep(2)
+        raise TimeoutError(f"no {run_type} run of {dag_id} in {timeout} s:\n{self.tail()}")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, attempt: int = 1) -> str:
+        return (self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+                / f"attempt={attempt}.log").read_text()
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 400) -> str:
         deadline = time.monotonic() + timeout
