@@ -156,14 +156,15 @@ class SlurmLauncher:
         while True:
             finished = state in self.FINAL
             if log_path.exists():
-                with log_path.open("r", errors="replace") as handle:
+                with log_path.open("rb") as handle:
                     handle.seek(position)
-                    for line in handle:
-                        if not line.endswith("\n") and not finished:
+                    for raw in handle:
+                        if not raw.endswith(b"\n") and not finished:
                             break  # half-written; read it whole next time
-                        position += len(line.encode("utf-8", errors="replace"))
-                        tail.append(line.rstrip())
-                        self.log(line.rstrip())
+                        position += len(raw)
+                        line = raw.decode("utf-8", errors="replace").rstrip()
+                        tail.append(line)
+                        self.log(line)
             if finished:
                 return state, exit_code, tail
             time.sleep(self.poll_s)
