@@ -85,6 +85,31 @@ def publish_version(dataset_uri: str, state_root: str, snapshot: dict) -> str:
     return uri
 
 
+def search_render_config(validation: str, out_uri: str, generations: int, population: int, seed: int = 0,
+                         max_evaluations: int | None = None, min_ratio: float = 2.5, fitness: str = "constrained",
+                         endpoint: str | None = None, model: str | None = None, critic_endpoint: str | None = None,
+                         critic_model: str | None = None, log=print) -> str:
+    """`pipeline search` in its own process, log streamed. A re-run resumes from the state saved at out_uri."""
+    from pipeline.launchers import run_streamed
+
+    command = [sys.executable, "-m", "pipeline.cli", "search", "--validation", validation, "--out", out_uri,
+               "--generations", str(generations), "--population", str(population), "--seed", str(seed),
+               "--min-ratio", str(min_ratio), "--fitness", fitness]
+    for flag, value in (("--max-evaluations", max_evaluations), ("--endpoint", endpoint), ("--model", model),
+                        ("--critic-endpoint", critic_endpoint), ("--critic-model", critic_model)):
+        if value:
+            command += [flag, str(value)]
+    run_streamed(command, log)
+    return out_uri
+
+
+def best_render_config(search_uri: str) -> dict:
+    """The search's result: its scores and the URI of best_config.json (a render_config for glyph_render)."""
+    best = json.loads(storage.get_storage(search_uri).read_text(storage.join(search_uri, "best.json")))
+    summary = {k: best["best"][k] for k in ("accuracy", "compression_ratio", "fitness")}
+    return {**summary, "evaluator": best["evaluator"], "config_uri": storage.join(search_uri, "best_config.json")}
+
+
 def train_stage(stage: str, config: str, model: str, data: str, output_dir: str, max_steps: int | None = None,
                 launcher: str = "local", run_key: str | None = None, log=print) -> str:
     """Run one training stage to completion; return the exported model's URI for the next stage.

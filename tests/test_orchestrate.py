@@ -66,3 +66,9 @@ def test_find_new_sees_a_rewrite_of_the_same_size_on_s3(s3):
     client.put_object(Bucket=s3.bucket, Key="find-new/raw/a.jsonl", Body=b'{"id": "a", "text": "ONE"}\n')
     again = orchestrate.find_new_objects(s3.uri("find-new", "raw"), s3.uri("find-new", "state"))
     assert again["changed"] == [s3.uri("find-new", "raw", "a.jsonl")]
+
+
+def test_a_search_without_its_validation_file_fails_naming_it(tmp_path):
+    with pytest.raises(JobFailed, match="missing-validation.jsonl"):
+        orchestrate.search_render_config(str(tmp_path / "missing-validation.jsonl"), str(tmp_path / "s"), 1, 2,
+                                         log=lambda line: None)

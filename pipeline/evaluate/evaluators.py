@@ -36,21 +36,23 @@ class Item:
 
 
 def load_items(path: str | Path) -> list[Item]:
-    """Validation/benchmark items from JSONL: context, question, answers (LongBench/RULER style)."""
+    """Validation/benchmark items from JSONL (a local path or s3:// URI): context, question, answers."""
+    from pipeline import storage
+
     items = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-                answers = raw.get("answers", raw.get("answer", []))
-                items.append(Item(id=str(raw.get("id", number)), context=raw["context"],
-                                  question=raw.get("question", ""),
-                                  answers=[answers] if isinstance(answers, str) else list(answers),
-                                  task=raw.get("task", "default"), metric=raw.get("metric", "f1")))
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{number}: not a valid item ({type(err).__name__}: {err})") from None
+    text = storage.get_storage(str(path)).read_text(str(path))
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            answers = raw.get("answers", raw.get("answer", []))
+            items.append(Item(id=str(raw.get("id", number)), context=raw["context"],
+                              question=raw.get("question", ""),
+                              answers=[answers] if isinstance(answers, str) else list(answers),
+                              task=raw.get("task", "default"), metric=raw.get("metric", "f1")))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{path}:{number}: not a valid item ({type(err).__name__}: {err})") from None
     if not items:
         raise ValueError(f"{path}: no items")
     return items

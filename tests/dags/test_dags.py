@@ -24,7 +24,7 @@ def test_dagbag_imports_cleanly_and_lightly(airflow_env):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["errors"] == {}
-    assert {"glyph_render", "glyph_corpus_refresh"} <= set(report["dags"])
+    assert set(report["dags"]) == {"glyph_render", "glyph_corpus_refresh", "glyph_train", "glyph_render_search"}
     assert report["heavy"] == [], "DAG files import nothing heavy at parse time"
     assert report["seconds"] / len(list((REPO / "dags").glob("*.py"))) < PARSE_BOUND_S
 
@@ -113,3 +113,27 @@ def test_glyph_train_chains_the_stages(airflow_env, tmp_path, sample_docs, monke
                     ("pretrain", "run failed", 3)]
     assert "exited with 1" in receiver.bodies[2]["error"], "the alert carries the job's error"
     assert receiver.bodies[3]["text"].startswith("glyph: glyph_train run failed (task pretrain) in manual__")
+
+
+def test_render_search_then_render_with_its_best_config(airflow_env, s3, tmp_path):
+    s3.proxy.heal()
+    run = get_dag("glyph_render_search").test(run_conf={
+        "validation_uri": str(REPO / "data" / "sample" / "search-validation.jsonl"),
+        "output_uri": s3.uri("airflow-search"), "generations": 1, "population": 2})
+    assert str(run.state) == "success"
+    best = run.get_task_instance("best").xcom_pull(task_ids="best")
+    assert best["config_uri"] == s3.uri("airflow-search", "best_config.json")
+    assert best["evaluator"].startswith("offline-ocr") and 0 <= best["accuracy"] <= 1
+    config = json.loads(s3.client().get_object(Bucket=s3.bucket, Key="airflow-search/best_config.json")["Body"].read())
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "x", "text": "Where is the master, boson? " * 200}) + "\n")
+    render = get_dag("glyph_render").test(run_conf={
+        "corpus_uri": str(corpus), "output_uri": str(tmp_path / "render"), "num_shards": 1,
+        "render_config": best["config_uri"]})
+    assert str(render.state) == "success"
+    import pipeline
+
+    page = next(iter(pipeline.read_shards(str(tmp_path / "render" / "rendered"))))["json"]["config"]
+    assert (page["dpi"], page["font-size"], page["page-size"]) == (config["dpi"], config["font-size"],
+                                                                  config["page-size"])
