@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parents[2]
-PARSE_BOUND_S = 3.0  # per DAG file, in a fresh interpreter (Airflow's own import included)
+PARSE_BOUND_S = 1.0  # per DAG file, in a fresh interpreter, Airflow's own import excluded (measured: ~0.05 s)
 
 
 def test_dagbag_imports_cleanly_and_lightly(airflow_env):
