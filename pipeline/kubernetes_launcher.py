@@ -134,11 +134,17 @@ class KubernetesLauncher:
     def _stream_leader_log(self, core, name: str) -> deque:
         """Follow pod 0's log (rank 0 reports for the job) until it ends; return its last lines."""
         tail: deque[str] = deque(maxlen=40)
+        told = set()
         while True:
             pod = self._leader(core, name)
             if pod is not None and pod.status.phase in ("Running", "Succeeded", "Failed"):
                 break
             if pod is not None and pod.status.phase == "Pending":
+                for condition in pod.status.conditions or []:  # say once why it waits; an autoscaler may help
+                    if condition.type == "PodScheduled" and condition.status == "False" and condition.message \
+                            and condition.message not in told:
+                        told.add(condition.message)
+                        self.log(f"kubernetes: pod {pod.metadata.name} waits: {condition.reason}: {condition.message}")
                 for status in pod.status.container_statuses or []:
                     waiting = status.state.waiting
                     if waiting and waiting.reason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",

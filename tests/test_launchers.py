@@ -121,6 +121,18 @@ def test_kubernetes_stage_creates_the_job_and_streams_pod_zeros_log(k8s):
     assert lines[1:] == ["rank 0: step 1", "rank 0: step 2"]
 
 
+def test_an_unschedulable_pod_is_reported_once_while_the_stage_waits(k8s):
+    from tests.support.k8s_api import Script
+
+    k8s.scripts[job_name("pretrain", "glyph_train/run1/pretrain")] = Script(pending_polls=3)
+    lines: list[str] = []
+    k8s_launcher(lines).run(*STAGE)
+    waits = [line for line in lines if " waits: " in line]
+    assert waits == [f"kubernetes: pod {job_name('pretrain', 'glyph_train/run1/pretrain')}-0-x7k2p waits: "
+                     "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."]
+    assert lines[-1] == "rank 0: step 2"
+
+
 def test_kubernetes_job_failure_fails_with_reason_exit_code_and_log(k8s):
     from tests.support.k8s_api import Script
 

@@ -25,6 +25,7 @@ class Script:
     lines: list[str] = field(default_factory=lambda: ["rank 0: step 1", "rank 0: step 2"])
     outcome: str = "Complete"  # or "Failed"
     exit_code: int = 0
+    pending_polls: int = 0  # pod listings that show pod 0 unschedulable before it runs
 
 
 class ScriptedKubernetes:
@@ -87,6 +88,14 @@ class ScriptedKubernetes:
         job["status"] = {"conditions": [condition], "succeeded" if outcome == "Complete" else "failed": 1}
 
     def _pod(self, name: str) -> dict:
+        script = self.scripts[name]
+        if script.pending_polls > 0:
+            script.pending_polls -= 1
+            return {"metadata": {"name": f"{name}-0-x7k2p", "namespace": "glyph", "creationTimestamp": NOW,
+                                 "labels": {"job-name": name, "batch.kubernetes.io/job-completion-index": "0"}},
+                    "status": {"phase": "Pending", "conditions": [
+                        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                         "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}}
         job = self.jobs[name]
         finished = [c["type"] for c in job["status"].get("conditions", [])]
         phase = {"Complete": "Succeeded", "Failed": "Failed"}.get(finished[0] if finished else "", "Running")
