@@ -24,6 +24,7 @@ NETWORK = dict(retries=3, retry_delay=RETRY_DELAY, retry_exponential_backoff=Tru
         "output_uri": Param("out/airflow/render", type="string",
                             description="Where input shards (input/) and rendered shards (rendered/) go"),
         "styles": Param("document=0.4,web=0.2,code=0.2,dark=0.2", type="string",
+                        pattern=r"^[A-Za-z0-9_-]+=[0-9.]+(,[A-Za-z0-9_-]+=[0-9.]+)*$",
                         description="Style mixture NAME=WEIGHT,... (document, web, code, dark, best-en, random)"),
         "render_config": Param("", type="string",
                                description="Optional: a style name or Glyph JSON config path for every page"),

@@ -72,15 +72,24 @@ def verify_dataset(uri: str) -> str:
 
 
 def publish_version(dataset_uri: str, state_root: str, snapshot: dict) -> str:
-    """A new versioned dataset manifest pointing at the rendered data; then the refresh state."""
+    """A new versioned dataset manifest for what this run rendered, then the refresh state.
+
+    A version holds the objects that were new or changed since the one before, which it names
+    (`previous`): continual pre-training reads each delta as it arrives, and walking `previous`
+    back gives everything. latest.json and the refresh state are written last, so a publish that
+    dies part-way leaves the previous version current and the next run redoes this one.
+    """
     store = storage.get_storage(state_root)
     version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    latest_uri = storage.join(state_root, "versions", "latest.json")
+    previous = json.loads(store.read_text(latest_uri))["uri"] if store.exists(latest_uri) else None
     manifest = json.loads(storage.get_storage(dataset_uri).read_text(storage.join(dataset_uri, "manifest.json")))
-    record = {"version": version, "dataset": dataset_uri, "pages": manifest["pages"], "units": manifest["units"],
-              "shards": [storage.join(dataset_uri, s["shard"]) for s in manifest["shards"]]}
     uri = storage.join(state_root, "versions", version, "dataset.json")
+    record = {"version": version, "uri": uri, "previous": previous, "dataset": dataset_uri,
+              "pages": manifest["pages"], "units": manifest["units"],
+              "shards": [storage.join(dataset_uri, s["shard"]) for s in manifest["shards"]]}
     store.write_text(uri, json.dumps(record, indent=2) + "\n")
-    store.write_text(storage.join(state_root, "versions", "latest.json"), json.dumps(record, indent=2) + "\n")
+    store.write_text(latest_uri, json.dumps(record, indent=2) + "\n")
     store.write_text(storage.join(state_root, STATE), json.dumps({"version": version, "objects": snapshot}) + "\n")
     return uri
 

@@ -78,6 +78,13 @@ def test_refresh_publishes_then_exits_early_when_nothing_is_new(airflow_env, s3,
     states = {ti.task_id: str(ti.state) for ti in second.get_task_instances()}
     assert states["find_new"] == "success" and states["publish"] == "skipped", "nothing new: nothing published"
 
+    (raw / "b.jsonl").write_text(json.dumps({"id": "b", "text": sample_docs["shakespeare-macbeth"][:3000]}) + "\n")
+    third = get_dag("glyph_corpus_refresh").test()
+    assert str(third.state) == "success"
+    newest = json.loads(s3.client().get_object(Bucket=s3.bucket, Key="airflow-refresh/versions/latest.json")["Body"]
+                        .read())
+    assert newest["previous"] == json.loads(latest)["uri"] and newest["units"] == 1, "a version holds the delta"
+
 
 def test_glyph_train_chains_the_stages(airflow_env, tmp_path, sample_docs, monkeypatch):
     from pipeline.cli import main

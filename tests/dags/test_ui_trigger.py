@@ -74,6 +74,9 @@ def test_bad_conf_is_refused_by_the_api_before_anything_runs(airflow_server):
         airflow_server.trigger("glyph_render", {"num_shards": 0, "backend": "gpu"})
     assert refused.value.code == 400
     assert "num_shards" in refused.value.read().decode()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        airflow_server.trigger("glyph_render", {"styles": "document:0.5;web"})
+    assert refused.value.code == 400 and "styles" in refused.value.read().decode()
 
 
 def test_scheduled_refresh_publishes_and_its_asset_event_starts_training(airflow_server, s3, inputs):
