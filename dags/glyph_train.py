@@ -1,8 +1,9 @@
 """glyph_train: pre-training, then SFT, then RL, each stage's exported model feeding the next.
 
 Scheduled on the glyph_corpus Asset and triggerable by hand. A run started by the Asset
-pre-trains on the dataset version that the event names; the other settings of such runs are
-the Params' defaults, which deployments set with GLYPH_TRAIN_* variables. A stage is a job
+pre-trains on the dataset versions its events name (all that queued since the last run); the
+other settings of such runs are the Params' defaults, which deployments set with GLYPH_TRAIN_*
+variables: each run starts from GLYPH_TRAIN_MODEL. A stage is a job
 started by a launcher (local subprocess by default, Kubernetes, Slurm); its log streams into
 the task log, a failed job fails the task with the job's error, and a retried task re-attaches
 to its job or resumes from the stage's checkpoint. Each run writes OUTPUT/<run id>/<stage>.
@@ -60,7 +61,7 @@ def glyph_train():
         from pipeline import orchestrate
 
         events = triggering_asset_events.get(DATASET, []) if triggering_asset_events else []
-        return run("pretrain", params["model"], orchestrate.newest_dataset(events, params["data"]), params, run_id)
+        return run("pretrain", params["model"], orchestrate.datasets_from_events(events, params["data"]), params, run_id)
 
     @task(**STAGE)
     def sft(model: str, params=None, run_id=None) -> str:

@@ -62,14 +62,15 @@ def _render_corpus(args: argparse.Namespace) -> int:
 
     config = None
     if args.config:  # a .json path or URI is a Glyph config file (a search's best_config.json); else a style
-        source = args.config
-        if source.endswith(".json") and "://" in source:
-            from pipeline import storage
+        with tempfile.TemporaryDirectory(prefix="glyph-config-") as folder:
+            source = args.config
+            if source.endswith(".json") and "://" in source:
+                from pipeline import storage
 
-            source = Path(tempfile.mkdtemp(prefix="glyph-config-")) / Path(source).name
-            source.write_bytes(storage.get_storage(args.config).read_bytes(args.config))
-        is_file = str(source).endswith(".json")
-        config = resolve_config(None if is_file else source, source if is_file else None).to_glyph_dict()
+                source = Path(folder) / Path(source).name
+                source.write_bytes(storage.get_storage(args.config).read_bytes(args.config))
+            is_file = str(source).endswith(".json")
+            config = resolve_config(None if is_file else source, source if is_file else None).to_glyph_dict()
     settings = CorpusRenderSettings(styles=parse_mixture(args.styles), seed=args.seed, backend=args.backend,
                                     split=args.split, tokenizer=args.tokenizer, overwrite=args.overwrite,
                                     config=config)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.launchers import RENDEZVOUS_PORT, TEMPLATES, JobFailed, fill_template, job_name, stage_command
+from pipeline.launchers import (RENDEZVOUS_PORT, TEMPLATES, JobFailed, fill_template, job_name, raise_on_sigterm,
+                                stage_command)
 
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 
@@ -64,6 +65,10 @@ class KubernetesLauncher:
         name = job_name(stage, self.run_key)
         service, job = self.manifests(stage, config, overrides, name)
         existing = self._read_job(batch, name)
+        if existing is not None and existing.metadata.deletion_timestamp:
+            self.log(f"kubernetes: job {name} from an earlier try is being deleted; waiting for it to go")
+            self._delete(batch, name, wait=True)
+            existing = None
         if existing is not None and _finished(existing) == "Complete":
             self.log(f"kubernetes: job {name} already completed in an earlier try")
             return
@@ -72,18 +77,26 @@ class KubernetesLauncher:
             self._delete(batch, name, wait=True)
             existing = None
         if existing is None:
+            created = self._create(batch.create_namespaced_job, job)
+            # The Service belongs to the Job: deleting the Job (or its TTL) removes it too.
+            service["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                                                       "uid": created.metadata.uid}]
             self._create(core.create_namespaced_service, service)
-            self._create(batch.create_namespaced_job, job)
             self.log(f"kubernetes: created job {self.namespace}/{name} ({self.nodes} node(s), "
                      f"{self.gpus_per_node} GPU(s) each, image {self.image})")
         else:
             self.log(f"kubernetes: re-attaching to job {name}, still running from an earlier try")
         try:
-            tail = self._stream_leader_log(core, name)
-            state = self._wait(batch, name)
-        except BaseException:
-            self._delete(batch, name, wait=False)
-            self.log(f"kubernetes: wait interrupted; deleted job {name}")
+            with raise_on_sigterm():
+                tail = self._stream_leader_log(batch, core, name)
+                state = self._wait(batch, name)
+        except BaseException as stop:
+            try:
+                self._delete(batch, name, wait=False)
+                self.log(f"kubernetes: stopped waiting ({type(stop).__name__}: {stop}); deleted job {name}")
+            except Exception as error:  # never hide why the wait stopped
+                self.log(f"kubernetes: stopped waiting ({type(stop).__name__}: {stop}); could not delete job "
+                         f"{name}: {error}")
             raise
         if state != "Complete":
             raise JobFailed(f"kubernetes job {name} failed: {self._why(batch, core, name)}\n" + "\n".join(tail))
@@ -102,15 +115,16 @@ class KubernetesLauncher:
             raise JobFailed(f"kubernetes launcher: not inside a cluster and no usable kubeconfig "
                             f"(KUBECONFIG or ~/.kube/config): {error}") from None
 
-    def _create(self, create, body: dict) -> None:
+    def _create(self, create, body: dict):
         from kubernetes.client.exceptions import ApiException
 
         try:
-            create(self.namespace, body)
+            return create(self.namespace, body)
         except ApiException as error:
-            if error.status != 409:  # the Service may be left from an earlier try
+            if error.status != 409:  # a Service may be left from an earlier try
                 raise JobFailed(f"kubernetes: cannot create {body['kind']} {body['metadata']['name']}: "
                                 f"{error.status} {error.reason}: {error.body}") from None
+            return None
 
     def _read_job(self, batch, name: str):
         from kubernetes.client.exceptions import ApiException
@@ -128,18 +142,34 @@ class KubernetesLauncher:
             time.sleep(self.poll_s / 5)
 
     def _leader(self, core, name: str):
-        pods = core.list_namespaced_pod(self.namespace, label_selector=f"job-name={name},{INDEX_LABEL}=0").items
+        """Pod 0 (rank 0 reports for the job): by the completion-index label, or its annotation before 1.28."""
+        pods = [pod for pod in core.list_namespaced_pod(self.namespace, label_selector=f"job-name={name}").items
+                if ((pod.metadata.labels or {}).get(INDEX_LABEL)
+                    or (pod.metadata.annotations or {}).get(INDEX_LABEL)) == "0"]
         return max(pods, key=lambda p: p.metadata.creation_timestamp) if pods else None
 
-    def _stream_leader_log(self, core, name: str) -> deque:
-        """Follow pod 0's log (rank 0 reports for the job) until it ends; return its last lines."""
+    def _stream_leader_log(self, batch, core, name: str) -> deque:
+        """Follow pod 0's log until it ends, reconnecting if the stream drops; return its last lines.
+
+        Returns early, with no log, when the Job ends before pod 0 ever runs (quota, admission,
+        another index failing).
+        """
         tail: deque[str] = deque(maxlen=40)
-        told = set()
+        told, followed_at = set(), None
         while True:
             pod = self._leader(core, name)
-            if pod is not None and pod.status.phase in ("Running", "Succeeded", "Failed"):
-                break
-            if pod is not None and pod.status.phase == "Pending":
+            phase = pod.status.phase if pod is not None else None
+            if phase in ("Running", "Succeeded", "Failed"):
+                since = None if followed_at is None else max(1, int(time.monotonic() - followed_at) + 1)
+                followed_at = time.monotonic()
+                self._follow_log(core, pod.metadata.name, since, tail)
+                if phase != "Running" or self._pod_ended(core, pod.metadata.name):
+                    return tail
+                self.log(f"kubernetes: log stream of {pod.metadata.name} dropped; following again")
+                continue
+            if _finished(batch.read_namespaced_job_status(name, self.namespace)) is not None:
+                return tail
+            if pod is not None and phase == "Pending":
                 for condition in pod.status.conditions or []:  # say once why it waits; an autoscaler may help
                     if condition.type == "PodScheduled" and condition.status == "False" and condition.message \
                             and condition.message not in told:
@@ -152,8 +182,10 @@ class KubernetesLauncher:
                         raise JobFailed(f"kubernetes: pod {pod.metadata.name} cannot start: {waiting.reason}: "
                                         f"{waiting.message}")
             time.sleep(self.poll_s)
-        stream = core.read_namespaced_pod_log(pod.metadata.name, self.namespace, follow=True,
-                                              _preload_content=False)
+
+    def _follow_log(self, core, pod: str, since_seconds: int | None, tail: deque) -> None:
+        options = {"since_seconds": since_seconds} if since_seconds else {}
+        stream = core.read_namespaced_pod_log(pod, self.namespace, follow=True, _preload_content=False, **options)
         pending = b""
         for chunk in stream.stream():
             pending += chunk
@@ -165,7 +197,16 @@ class KubernetesLauncher:
         if pending:
             tail.append(pending.decode("utf-8", errors="replace"))
             self.log(tail[-1])
-        return tail
+
+    def _pod_ended(self, core, pod: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return core.read_namespaced_pod(pod, self.namespace).status.phase in ("Succeeded", "Failed")
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            raise
 
     def _wait(self, batch, name: str) -> str:
         while (state := _finished(batch.read_namespaced_job_status(name, self.namespace))) is None:

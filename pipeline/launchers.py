@@ -4,12 +4,13 @@ Each launcher starts `training.<stage> --config ... [overrides]`, streams the jo
 the caller's log (the Airflow task log), waits, and raises JobFailed with the job's error when
 it fails. Retries are safe: a job is named after the run and stage, so a retried task first
 re-attaches to a job of that name that is still running instead of starting a second one, and a
-stage started again resumes from its own checkpoint. A wait that is interrupted (the Airflow
-task timed out or was marked failed) cancels the job, so nothing holds GPUs for a dead task.
+stage started again resumes from its own checkpoint. A wait that is stopped (the Airflow task
+timed out, was marked failed or its worker got SIGTERM) cancels the job, so nothing holds GPUs
+for a dead task; a worker killed outright leaves the job to the retry, which re-attaches.
 
-Multi-node jobs run `torchrun` (torch.distributed.run) with c10d rendezvous on the first node,
-one launcher process per node: DeepSpeed initialises from the variables torchrun sets, so
-neither a hostfile nor ssh between nodes is needed.
+Multi-node jobs run `torchrun` (torch.distributed.run), one launcher process per node, meeting
+at the first node: DeepSpeed initialises from the variables torchrun sets, so neither a
+hostfile nor ssh between nodes is needed.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import hashlib
 import json
 import os
 import re
+import contextlib
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -33,6 +37,35 @@ RENDEZVOUS_PORT = 29500
 
 class JobFailed(RuntimeError):
     pass
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while waiting for a job (Airflow stops a task that way when it is marked failed)."""
+
+
+@contextlib.contextmanager
+def raise_on_sigterm():
+    """Turn SIGTERM into Terminated for the length of a wait, so the wait's cleanup runs; then restore.
+
+    Airflow's task runner answers SIGTERM by calling the operator's on_kill, which a @task has not,
+    and is SIGKILLed soon after: without this a job would outlive its task.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated("SIGTERM while waiting for the job")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class MonitorLost(JobFailed):
+    """The scheduler could not be asked about the job for a while; the job itself may be fine."""
 
 
 def stage_command(stage: str, config: str, overrides: dict) -> list[str]:
@@ -98,6 +131,7 @@ class SlurmLauncher:
 
     FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
              "BOOT_FAIL", "DEADLINE"}
+    PATIENCE = 60  # polls without an answer before the wait gives up (the job is left running)
 
     def __init__(self, nodes: int | None = None, gpus_per_node: int | None = None, partition: str | None = None,
                  workdir: str | None = None, python: str | None = None, sbatch_args: list[str] | None = None,
@@ -142,17 +176,21 @@ class SlurmLauncher:
             job_id = self._slurm(["sbatch", "--parsable", str(script)]).split(";")[0]
             self.log(f"slurm: submitted job {job_id} ({name}); log {log_path}")
         try:
-            state, exit_code, tail = self._follow(job_id, log_path)
-        except BaseException:
-            subprocess.run(["scancel", job_id], capture_output=True)
-            self.log(f"slurm: wait interrupted; cancelled job {job_id}")
+            with raise_on_sigterm():
+                state, exit_code, tail = self._follow(job_id, log_path)
+        except MonitorLost:
+            raise  # the job may be fine: a retry re-attaches to it
+        except BaseException as stop:
+            cancelled = subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
+            self.log(f"slurm: stopped waiting ({type(stop).__name__}: {stop}); cancelled job {job_id}"
+                     + ("" if cancelled.returncode == 0 else f" (scancel: {cancelled.stderr.strip()})"))
             raise
         if state != "COMPLETED":
             raise JobFailed(f"slurm job {job_id} ({name}) {state}, exit code {exit_code}:\n" + "\n".join(tail))
 
     def _follow(self, job_id: str, log_path: Path) -> tuple[str, str, deque]:
         tail: deque[str] = deque(maxlen=40)
-        position, state, exit_code = 0, "PENDING", ""
+        position, state, exit_code, unanswered = 0, "PENDING", "", 0
         while True:
             finished = state in self.FINAL
             if log_path.exists():
@@ -168,24 +206,39 @@ class SlurmLauncher:
             if finished:
                 return state, exit_code, tail
             time.sleep(self.poll_s)
-            state, exit_code = self._state(job_id)
+            answer = self._state(job_id)
+            if answer is None:  # slurmctld restarting or failing over: ask again, give up only after a while
+                unanswered += 1
+                if unanswered >= self.PATIENCE:
+                    raise MonitorLost(f"slurm job {job_id}: no state from scontrol or sacct {unanswered} times "
+                                      "in a row; the job was left running")
+                continue
+            unanswered, (state, exit_code) = 0, answer
 
-    def _state(self, job_id: str) -> tuple[str, str]:
-        shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
-        if shown.returncode == 0:
-            fields = dict(f.split("=", 1) for f in shown.stdout.split() if "=" in f)
-            return fields.get("JobState", "UNKNOWN"), fields.get("ExitCode", "")
-        # Gone from the controller's memory (MinJobAge): ask accounting, where there is one.
-        acct = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State,ExitCode"], capture_output=True,
-                              text=True)
+    def _state(self, job_id: str) -> tuple[str, str] | None:
+        try:
+            shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
+                                   timeout=60)
+            if shown.returncode == 0:
+                fields = dict(f.split("=", 1) for f in shown.stdout.split() if "=" in f)
+                return fields.get("JobState", "UNKNOWN"), fields.get("ExitCode", "")
+            # Gone from the controller's memory (MinJobAge): ask accounting, where there is one.
+            acct = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State,ExitCode"],
+                                  capture_output=True, text=True, timeout=60)
+        except (subprocess.TimeoutExpired, FileNotFoundError):
+            return None
         if acct.returncode == 0 and acct.stdout.strip():
             state, exit_code = acct.stdout.strip().splitlines()[0].split("|")
             return state.split()[0], exit_code
-        raise JobFailed(f"slurm job {job_id}: neither scontrol nor sacct knows it any more")
+        return None
 
     def _running_job(self, name: str) -> str | None:
-        found = self._slurm(["squeue", "-h", "--name", name, "-o", "%i %T"]).split()
-        return found[0] if len(found) >= 2 and found[1] in ("PENDING", "RUNNING", "CONFIGURING") else None
+        """A job of this name that has not ended (pending, running, completing, suspended, requeued...)."""
+        for line in self._slurm(["squeue", "-h", "--name", name, "-o", "%i %T"]).splitlines():
+            job_id, state = line.split()[:2]
+            if state not in self.FINAL:
+                return job_id
+        return None
 
     @staticmethod
     def _slurm(command: list[str]) -> str:
@@ -193,6 +246,8 @@ class SlurmLauncher:
             done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         except FileNotFoundError:
             raise JobFailed(f"{command[0]} not found: the slurm launcher needs the Slurm client commands on PATH")
+        except subprocess.TimeoutExpired:
+            raise JobFailed(f"{command[0]} did not answer in 120 s: is slurmctld up?") from None
         if done.returncode != 0:
             raise JobFailed(f"{' '.join(command[:2])} failed ({done.returncode}): {done.stderr.strip()}")
         return done.stdout.strip()

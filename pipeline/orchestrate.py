@@ -19,10 +19,13 @@ def run_folder(run_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)
 
 
-def newest_dataset(events, default: str) -> str:
-    """The dataset URI named by the newest glyph_corpus Asset event that triggered a run, else default."""
-    newest = max(events or [], key=lambda event: event.timestamp, default=None)
-    return (newest.extra or {}).get("dataset", default) if newest is not None else default
+def datasets_from_events(events, default: str) -> str:
+    """The datasets named by the glyph_corpus Asset events that started a run, oldest first and
+    comma-joined (events that queued while a long run went on are all trained on); else default."""
+    ordered = sorted(events or [], key=lambda event: event.timestamp)
+    named = [(event.extra or {}).get("dataset") for event in ordered]
+    named = list(dict.fromkeys(uri for uri in named if uri))
+    return ",".join(named) if named else default
 
 
 def find_new_objects(raw_prefix: str, state_root: str) -> dict:
@@ -31,8 +34,14 @@ def find_new_objects(raw_prefix: str, state_root: str) -> dict:
     state_uri = storage.join(state_root, STATE)
     seen = json.loads(store.read_text(state_uri))["objects"] if store.exists(state_uri) else {}
     current = {o.uri: [o.size, o.version] for o in storage.list_uris(raw_prefix)}
-    changed = sorted(uri for uri, now in current.items() if seen.get(uri) != now)
+    changed = sorted(uri for uri, now in current.items() if not _same(seen.get(uri), now))
     return {"changed": changed, "snapshot": current}
+
+
+def _same(seen, now: list) -> bool:
+    if isinstance(seen, int):  # state written before versions were recorded: size only
+        return seen == now[0]
+    return seen == now
 
 
 def shard_corpus(inputs: list[str], out_uri: str, num_shards: int | None = None, max_chars: int = 200_000,
@@ -81,8 +90,11 @@ def publish_version(dataset_uri: str, state_root: str, snapshot: dict) -> str:
     """
     store = storage.get_storage(state_root)
     version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    latest_uri = storage.join(state_root, "versions", "latest.json")
-    previous = json.loads(store.read_text(latest_uri))["uri"] if store.exists(latest_uri) else None
+    latest_uri, state_uri = storage.join(state_root, "versions", "latest.json"), storage.join(state_root, STATE)
+    # The previous version is the one the refresh state records: a publish that died after
+    # latest.json but before the state must not become its own retry's predecessor.
+    last = json.loads(store.read_text(state_uri)).get("version") if store.exists(state_uri) else None
+    previous = storage.join(state_root, "versions", last, "dataset.json") if last else None
     manifest = json.loads(storage.get_storage(dataset_uri).read_text(storage.join(dataset_uri, "manifest.json")))
     uri = storage.join(state_root, "versions", version, "dataset.json")
     record = {"version": version, "uri": uri, "previous": previous, "dataset": dataset_uri,
@@ -90,7 +102,7 @@ def publish_version(dataset_uri: str, state_root: str, snapshot: dict) -> str:
               "shards": [storage.join(dataset_uri, s["shard"]) for s in manifest["shards"]]}
     store.write_text(uri, json.dumps(record, indent=2) + "\n")
     store.write_text(latest_uri, json.dumps(record, indent=2) + "\n")
-    store.write_text(storage.join(state_root, STATE), json.dumps({"version": version, "objects": snapshot}) + "\n")
+    store.write_text(state_uri, json.dumps({"version": version, "objects": snapshot}) + "\n")
     return uri
 
 

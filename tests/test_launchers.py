@@ -4,6 +4,7 @@ API server (no Kubernetes API server can run on this machine)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -115,8 +116,10 @@ def test_kubernetes_stage_creates_the_job_and_streams_pod_zeros_log(k8s):
     lines: list[str] = []
     k8s_launcher(lines).run(*STAGE)
     name = job_name("pretrain", "glyph_train/run1/pretrain")
-    assert [body["kind"] for body in k8s.posted] == ["Service", "Job"]
-    assert k8s.posted[1]["metadata"]["name"] == name
+    assert [body["kind"] for body in k8s.posted] == ["Job", "Service"]
+    assert k8s.posted[0]["metadata"]["name"] == name
+    assert k8s.posted[1]["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": f"uid-{name}"}], "removed with its Job"
     assert lines[0].startswith(f"kubernetes: created job glyph/{name} (1 node(s), 8 GPU(s) each")
     assert lines[1:] == ["rank 0: step 1", "rank 0: step 2"]
 
@@ -131,6 +134,25 @@ def test_an_unschedulable_pod_is_reported_once_while_the_stage_waits(k8s):
     assert waits == [f"kubernetes: pod {job_name('pretrain', 'glyph_train/run1/pretrain')}-0-x7k2p waits: "
                      "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."]
     assert lines[-1] == "rank 0: step 2"
+
+
+def test_a_dropped_log_stream_is_followed_again(k8s):
+    from tests.support.k8s_api import Script
+
+    name = job_name("pretrain", "glyph_train/run1/pretrain")
+    k8s.scripts[name] = Script(lines=[f"step {i}" for i in range(1, 6)], drop_after=2)
+    lines: list[str] = []
+    k8s_launcher(lines).run(*STAGE)
+    assert lines[1:] == ["step 1", "step 2", f"kubernetes: log stream of {name}-0-x7k2p dropped; following again",
+                         "step 3", "step 4", "step 5"]
+
+
+def test_a_job_that_fails_before_any_pod_runs_does_not_hang(k8s):
+    from tests.support.k8s_api import Script
+
+    k8s.scripts[job_name("pretrain", "glyph_train/run1/pretrain")] = Script(no_pods=True, outcome="Failed")
+    with pytest.raises(JobFailed, match="BackoffLimitExceeded"):
+        k8s_launcher([]).run(*STAGE)
 
 
 def test_kubernetes_job_failure_fails_with_reason_exit_code_and_log(k8s):
@@ -185,9 +207,15 @@ def slurm(tmp_path_factory):
         pytest.skip(reason)
     cluster = slurm_support.SlurmCluster(tmp_path_factory.mktemp("slurm"))
     cluster.start()
+    saved = {key: os.environ.get(key) for key in cluster.env}
     os.environ.update(cluster.env)
     yield cluster
     cluster.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +303,44 @@ def test_an_interrupted_wait_cancels_the_job(slurm, tiny, tmp_path, launcher_env
             break
         time.sleep(0.5)
     assert "JobState=CANCELLED" in state
-    assert seen[-1] == f"slurm: wait interrupted; cancelled job {job_id}"
+    assert seen[-1] == f"slurm: stopped waiting (TaskKilled: ); cancelled job {job_id}"
+
+
+SIGTERM_PROBE = """
+import sys
+from pipeline.launchers import SlurmLauncher
+launcher = SlurmLauncher(gpus_per_node=0, workdir=sys.argv[1], run_key="run-sigterm/x", poll_s=0.5,
+                         log=lambda line: print(line, flush=True))
+launcher.run("pretrain", "configs/train/pretrain.yaml", {"model": sys.argv[2], "data": sys.argv[3],
+             "output_dir": sys.argv[4], "max_steps": 500})
+"""
+
+
+def test_sigterm_to_the_waiting_task_cancels_the_job(slurm, tiny, tmp_path, launcher_env):
+    """What Airflow does to a task marked failed: SIGTERM to the task process, SIGKILL soon after."""
+    process = subprocess.Popen([sys.executable, "-c", SIGTERM_PROBE, str(tmp_path / "slurm"), str(tiny / "model"),
+                                str(tiny / "pages"), str(tmp_path / "out")], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=os.environ)
+    lines = []
+    for line in process.stdout:
+        lines.append(line.rstrip())
+        if line.startswith("slurm job "):  # the job runs: stop the task
+            process.send_signal(signal.SIGTERM)
+    assert process.wait(60) != 0
+    job_id = lines[0].split()[3]
+    assert any(line.startswith(f"slurm: stopped waiting (Terminated: SIGTERM") and line.endswith(
+        f"cancelled job {job_id}") for line in lines), lines[-5:]
+    state = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    assert "JobState=CANCELLED" in state or "JobState=COMPLETING" in state
+
+
+def test_a_scheduler_that_stops_answering_leaves_the_job_alone(slurm, tmp_path):
+    from pipeline.launchers import MonitorLost
+
+    launcher = SlurmLauncher(gpus_per_node=0, workdir=str(tmp_path), log=lambda line: None, poll_s=0.01)
+    launcher.PATIENCE = 3
+    with pytest.raises(MonitorLost, match="left running"):
+        launcher._follow("987654", tmp_path / "absent.log")  # a job id neither scontrol nor sacct knows
 
 
 def test_sbatch_script_asks_for_gpus_and_passes_arguments_safely(tmp_path):

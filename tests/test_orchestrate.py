@@ -72,3 +72,25 @@ def test_a_search_without_its_validation_file_fails_naming_it(tmp_path):
     with pytest.raises(JobFailed, match="missing-validation.jsonl"):
         orchestrate.search_render_config(str(tmp_path / "missing-validation.jsonl"), str(tmp_path / "s"), 1, 2,
                                          log=lambda line: None)
+
+
+def test_a_run_started_by_several_asset_events_trains_on_every_dataset_in_order(tmp_path):
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    def event(day, dataset):
+        return SimpleNamespace(timestamp=datetime(2026, 11, day, tzinfo=timezone.utc), extra={"dataset": dataset})
+
+    events = [event(3, "s3://b/runs/3/rendered"), event(1, "s3://b/runs/1/rendered"), event(2, None)]
+    assert orchestrate.datasets_from_events(events, "fallback") == "s3://b/runs/1/rendered,s3://b/runs/3/rendered"
+    assert orchestrate.datasets_from_events([], "fallback") == "fallback"
+
+
+def test_shard_uris_reads_several_datasets_in_order(tmp_path):
+    from pipeline.corpus.reader import shard_uris
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}-0.tar").write_bytes(b"")
+    assert shard_uris(f"{tmp_path / 'b'},{tmp_path / 'a'}") == [str(tmp_path / "b" / "b-0.tar"),
+                                                               str(tmp_path / "a" / "a-0.tar")]

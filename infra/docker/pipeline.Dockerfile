@@ -7,7 +7,8 @@ USER root
 # poppler: the pdf backend and pdf2image; tesseract: the offline search evaluator; fonts are bundled in fonts/.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends poppler-utils tesseract-ocr tesseract-ocr-eng fontconfig \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /opt/glyph && chown airflow:root /opt/glyph
 USER airflow
 
 WORKDIR /opt/glyph
@@ -22,4 +23,6 @@ COPY --chown=airflow:root fonts ./fonts
 COPY --chown=airflow:root infra ./infra
 COPY --chown=airflow:root data/sample ./data/sample
 RUN pip install --no-cache-dir "apache-airflow==3.3.2" -e ".[airflow]"
+# The tiny model the train DAG's defaults use (out/tiny-model): the compose stack trains it on the CPU.
+RUN pipeline make-tiny-model out/tiny-model
 COPY --chown=airflow:root dags /opt/airflow/dags

@@ -17,7 +17,12 @@ log = logging.getLogger(__name__)
 
 
 def shard_uris(uri: str) -> list[str]:
-    """The tar shards at uri: one .tar, or every .tar listed by the dataset manifest (or under the prefix)."""
+    """The tar shards at uri: one .tar, or every .tar listed by the dataset manifest (or under the prefix).
+
+    Several datasets: their URIs joined by commas, read in that order.
+    """
+    if "," in uri:
+        return [shard for part in uri.split(",") if part.strip() for shard in shard_uris(part.strip())]
     if uri.endswith(".tar"):
         return [uri]
     store = storage.get_storage(uri)

@@ -26,6 +26,8 @@ class Script:
     outcome: str = "Complete"  # or "Failed"
     exit_code: int = 0
     pending_polls: int = 0  # pod listings that show pod 0 unschedulable before it runs
+    drop_after: int | None = None  # the first log stream breaks off after this many lines
+    no_pods: bool = False  # the Job fails before any pod is created (quota, admission)
 
 
 class ScriptedKubernetes:
@@ -35,6 +37,7 @@ class ScriptedKubernetes:
         self.scripts: dict[str, Script] = {}
         self.calls: list[tuple[str, str]] = []
         self.posted: list[dict] = []
+        self.served: dict[str, int] = {}  # log lines of each job's pod 0 sent so far
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -122,8 +125,9 @@ class ScriptedKubernetes:
             if name in self.jobs:
                 return self._send(request, 409, {"kind": "Status", "reason": "AlreadyExists", "code": 409})
             self.posted.append(body)
-            self.scripts.setdefault(name, Script())
-            self.jobs[name] = self._job(name, body)
+            script = self.scripts.setdefault(name, Script())
+            self.jobs[name] = self._job(name, body, finished="Failed" if script.no_pods else None)
+            self.jobs[name]["metadata"]["uid"] = f"uid-{name}"
             return self._send(request, 201, self.jobs[name])
         if match := re.fullmatch(r"/api/v1/namespaces/(\w+)/services", path):
             self._check(body, "V1Service")
@@ -144,15 +148,23 @@ class ScriptedKubernetes:
         if re.fullmatch(r"/api/v1/namespaces/(\w+)/pods", path):
             selector = dict(s.split("=") for s in query["labelSelector"][0].split(","))
             name = selector["job-name"]
-            pods = [self._pod(name)] if name in self.jobs else []
+            pods = [self._pod(name)] if name in self.jobs and not self.scripts[name].no_pods else []
             return self._send(request, 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods})
-        if match := re.fullmatch(r"/api/v1/namespaces/(\w+)/pods/([\w-]+)-0-x7k2p/log", path):
+        if match := re.fullmatch(r"/api/v1/namespaces/(\w+)/pods/([\w-]+)-0-x7k2p(/log)?", path):
             name = match.group(2)
-            script = self.scripts[name]
-            text = "".join(line + "\n" for line in script.lines)
-            if name in self.jobs and not self.jobs[name]["status"].get("conditions"):
+            if name not in self.jobs:
+                return self._send(request, 404, {"kind": "Status", "reason": "NotFound", "code": 404})
+            if not match.group(3):
+                return self._send(request, 200, self._pod(name))
+            script, start = self.scripts[name], self.served.get(name, 0)
+            end = len(script.lines)
+            if script.drop_after is not None and start == 0:
+                end = script.drop_after  # the connection drops; the pod runs on
+            self.served[name] = end
+            if end == len(script.lines) and not self.jobs[name]["status"].get("conditions"):
                 self._finish(self.jobs[name], script.outcome)  # the pod ends when its log does
-            return self._send(request, 200, text, content_type="text/plain")
+            return self._send(request, 200, "".join(line + "\n" for line in script.lines[start:end]),
+                              content_type="text/plain")
         return self._send(request, 404, {"kind": "Status", "reason": "NotFound", "code": 404})
 
     @staticmethod
