@@ -214,3 +214,23 @@ def test_helm_training_settings_name_configs_that_exist():
     for stage in ("pretrain", "sft", "rl"):
         assert (REPO / helm["GLYPH_TRAIN_CONFIG"].format(stage=stage)).exists(), stage
     assert helm["GLYPH_TRAIN_LAUNCHER"] in ("local", "kubernetes", "slurm")
+
+
+def test_every_kubernetes_manifest_is_a_complete_valid_object():
+    from tests.support.k8s_api import model_problems
+
+    kinds = {"Deployment": "V1Deployment", "Service": "V1Service", "ConfigMap": "V1ConfigMap", "Job": "V1Job",
+             "Role": "V1Role", "RoleBinding": "V1RoleBinding"}
+    checked = 0
+    for path in sorted((INFRA / "k8s").glob("*.yaml")):
+        text = re.sub(r"{{\s*(\w+)\s*}}", lambda m: "1" if m.group(1) in ("nodes", "gpus", "rendezvous_port")
+                      else '"x"', path.read_text())
+        for document in yaml.safe_load_all(text):
+            if document["metadata"]["name"] == "x":  # the training Job template's name placeholder
+                document["metadata"]["name"] = "glyph-job"
+            if document["kind"] == "Job":
+                document["spec"]["template"]["spec"]["nodeSelector"] = {}
+                document["spec"]["template"]["spec"]["containers"][0]["args"] = ["-m", "training.pretrain"]
+            assert model_problems(document, kinds[document["kind"]]) == [], (path.name, document["kind"])
+            checked += 1
+    assert checked == 8  # dask: 2 Deployments, Service, ConfigMap; training: Service, Job; RBAC: Role, RoleBinding

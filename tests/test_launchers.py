@@ -59,6 +59,9 @@ def test_kubernetes_job_manifest_is_a_valid_indexed_job(monkeypatch):
     tricky = 's3://bucket/models/a: "b" {c}'  # YAML- and template-hostile characters survive intact
     service_doc, job_doc = launcher.manifests("pretrain", "configs/train/pretrain-glm41v-9b.yaml",
                                               {"model": tricky, "max_steps": 100, "data": None})
+    from tests.support.k8s_api import model_problems
+
+    assert model_problems(service_doc, "V1Service") == [] and model_problems(job_doc, "V1Job") == []
     service, job = deserialize(service_doc, "V1Service"), deserialize(job_doc, "V1Job")
     name = job.metadata.name
     assert name == job_name("pretrain", "glyph_train/run1/pretrain") == service.metadata.name
@@ -79,6 +82,16 @@ def test_kubernetes_job_manifest_is_a_valid_indexed_job(monkeypatch):
     assert "job-completion-index" in env["PET_NODE_RANK"].value_from.field_ref.field_path
     assert {(s.secret_ref or s.config_map_ref).name for s in container.env_from} == {"glyph-s3", "glyph-s3-endpoint"}
     assert (REPO / "configs/train/pretrain-glm41v-9b.yaml").exists()
+
+
+def test_model_check_finds_misplaced_fields():
+    from tests.support.k8s_api import model_problems
+
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"},
+           "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i", "gpus": 8}]}},
+                    "backoffLimit": 0, "nodeSelector": {"a": "b"}}}
+    assert model_problems(job, "V1Job") == ["/spec/nodeSelector", "/spec/nodeSelector/a",
+                                            "/spec/template/spec/containers[]/gpus"]
 
 
 def test_kubernetes_launcher_needs_an_image(monkeypatch):

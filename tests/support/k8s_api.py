@@ -119,6 +119,10 @@ class ScriptedKubernetes:
         body = None
         if method == "POST":
             body = json.loads(request.rfile.read(int(request.headers["Content-Length"])))
+            kind = {"Job": "V1Job", "Service": "V1Service"}.get(body.get("kind"), "")
+            if not kind or model_problems(body, kind):
+                return self._send(request, 422, {"kind": "Status", "reason": "Invalid", "code": 422,
+                                                 "message": str(model_problems(body, kind) if kind else body)})
         if match := re.fullmatch(r"/apis/batch/v1/namespaces/(\w+)/jobs", path):
             self._check(body, "V1Job")
             name = body["metadata"]["name"]
@@ -169,12 +173,9 @@ class ScriptedKubernetes:
 
     @staticmethod
     def _check(body: dict, kind: str) -> None:
-        from kubernetes import client
-
-        class Response:
-            data = json.dumps(body)
-
-        client.ApiClient().deserialize(Response(), kind)  # raises on a malformed object
+        problems = model_problems(body, kind)
+        if problems:
+            raise ValueError(f"not a valid {kind}: {problems}")
 
     @staticmethod
     def _send(request, status: int, payload, content_type: str = "application/json") -> None:
@@ -184,3 +185,31 @@ class ScriptedKubernetes:
         request.send_header("Content-Length", str(len(data)))
         request.end_headers()
         request.wfile.write(data)
+
+
+def model_problems(document: dict, kind: str) -> list[str]:
+    """What the official client's model for `kind` (V1Job, V1Service, ...) cannot represent: type
+    errors and missing required fields raise there; keys it drops (unknown or misplaced) are listed."""
+    from kubernetes import client
+
+    class Response:
+        data = json.dumps(document)
+
+    api = client.ApiClient()
+    try:
+        back = api.sanitize_for_serialization(api.deserialize(Response(), kind))
+    except (ValueError, TypeError, AttributeError) as error:
+        return [f"{type(error).__name__}: {error}"]
+    return sorted(_paths(document) - _paths(back))
+
+
+def _paths(value, prefix: str = "") -> set[str]:
+    if isinstance(value, dict):
+        found = set()
+        for key, item in value.items():
+            if item is not None:
+                found |= {f"{prefix}/{key}"} | _paths(item, f"{prefix}/{key}")
+        return found
+    if isinstance(value, list):
+        return set().union(*(_paths(item, f"{prefix}[]") for item in value)) if value else set()
+    return set()
