@@ -8,15 +8,14 @@ the Airflow scheduler and database for nothing. Wiring only; the work is in pipe
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
 
 from pipeline import alerts
+from pipeline.task_policy import NETWORK, corpus_asset
 
 RAW = os.environ.get("GLYPH_RAW_PREFIX", "data/sample")
 ROOT = os.environ.get("GLYPH_DATA_ROOT", "out/airflow/corpus")
-DATASET = Asset(name="glyph_corpus", uri=os.environ.get("GLYPH_DATASET_URI", "file:///glyph/corpus"))
-RETRY_DELAY = timedelta(seconds=int(os.environ.get("GLYPH_RETRY_DELAY_S", "30")))
-NETWORK = dict(retries=3, retry_delay=RETRY_DELAY, retry_exponential_backoff=True)
+DATASET = corpus_asset()
 
 
 @dag(schedule=os.environ.get("GLYPH_REFRESH_CRON", "@daily"), start_date=datetime(2026, 1, 1), catchup=False,

@@ -3,15 +3,12 @@
 Wiring only: each task calls one function of pipeline.orchestrate and passes URIs.
 """
 
-import os
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
 from pipeline import alerts
-
-RETRY_DELAY = timedelta(seconds=int(os.environ.get("GLYPH_RETRY_DELAY_S", "30")))
-NETWORK = dict(retries=3, retry_delay=RETRY_DELAY, retry_exponential_backoff=True)
+from pipeline.task_policy import NETWORK
 
 
 @dag(

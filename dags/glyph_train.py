@@ -13,11 +13,12 @@ Wiring only; the work is in pipeline.orchestrate.
 import os
 from datetime import timedelta
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
 from pipeline import alerts
+from pipeline.task_policy import corpus_asset
 
-DATASET = Asset(name="glyph_corpus", uri=os.environ.get("GLYPH_DATASET_URI", "file:///glyph/corpus"))
+DATASET = corpus_asset()
 STAGE = dict(retries=2, retry_delay=timedelta(seconds=int(os.environ.get("GLYPH_STAGE_RETRY_DELAY_S", "60"))),
              retry_exponential_backoff=True, execution_timeout=timedelta(days=3), **alerts.TASK_CALLBACKS)
 MAX_STEPS = os.environ.get("GLYPH_TRAIN_MAX_STEPS", "2")

@@ -16,7 +16,6 @@ hostfile nor ssh between nodes is needed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import contextlib

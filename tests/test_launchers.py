@@ -7,12 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.launchers import JobFailed, SlurmLauncher, fill_template, get_launcher, job_name
 from tests.support import slurm as slurm_support
@@ -341,7 +339,7 @@ def test_sigterm_to_the_waiting_task_cancels_the_job(slurm, tiny, tmp_path, laun
             process.send_signal(signal.SIGTERM)
     assert process.wait(60) != 0
     job_id = lines[0].split()[3]
-    assert any(line.startswith(f"slurm: stopped waiting (Terminated: SIGTERM") and line.endswith(
+    assert any(line.startswith("slurm: stopped waiting (Terminated: SIGTERM") and line.endswith(
         f"cancelled job {job_id}") for line in lines), lines[-5:]
     state = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
     assert "JobState=CANCELLED" in state or "JobState=COMPLETING" in state
