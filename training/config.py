@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import REPO_ROOT
+from training.errors import UsageError
 
 
 @dataclass
@@ -19,13 +20,25 @@ class TrainConfig:
     output_dir: str = "out/pretrain"
     max_steps: int = 20
     learning_rate: float = 1e-3
+    min_learning_rate: float = 0.0  # where the decay ends (cosine); 0: to zero
+    lr_scheduler: str = "cosine"  # constant, linear or cosine, after warmup_steps of linear warm-up
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    per_device_batch_size: int = 1  # samples per micro-batch, padded to the longest
+    gradient_accumulation_steps: int = 1  # global batch = per_device_batch_size * accumulation * ranks
     max_length: int = 2048
     tasks: dict = field(default_factory=lambda: {"ocr": 1.0})
-    max_pages: int = 2
+    max_pages: int = 0  # pages per pre-training sample at most (0: as many as fit in max_length)
     shuffle_buffer: int = 0  # samples held for shuffling (0: stream order)
+    gradient_checkpointing: bool = True  # decoder layers and vision blocks recomputed in the backward pass
+    attn_implementation: str = "auto"  # auto: flash_attention_2 when installed on a GPU, else sdpa
+    loss_chunk_tokens: int = 2048  # the loss projects this many positions onto the vocabulary at a time
+    dataloader_workers: int = 2  # processes reading, rendering and encoding ahead of the GPU
+    prefetch_factor: int = 2  # micro-batches each worker keeps ready
+    last_turn_only: bool = False  # SFT: train only the last assistant turn of a multi-turn record
     save_every: int = 10
+    save_total_limit: int = 2  # checkpoints kept (the newest)
     log_every: int = 1
     seed: int = 0
     deepspeed: str = "configs/deepspeed/zero2.json"
@@ -45,17 +58,29 @@ class TrainConfig:
     judge_model: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "max_length", "save_every", "log_every", "max_pages"):
+        for name in ("max_steps", "max_length", "save_every", "log_every", "per_device_batch_size",
+                     "gradient_accumulation_steps", "loss_chunk_tokens", "prefetch_factor", "save_total_limit"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+                raise UsageError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("max_pages", "dataloader_workers", "shuffle_buffer", "min_learning_rate", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.lr_scheduler not in ("constant", "linear", "cosine"):
+            raise UsageError(f"lr_scheduler: one of constant, linear, cosine; got {self.lr_scheduler!r}")
+        if self.min_learning_rate > self.learning_rate:
+            raise UsageError(f"min_learning_rate: must be <= learning_rate ({self.learning_rate}), "
+                             f"got {self.min_learning_rate}")
+        if self.attn_implementation not in ("auto", "flash_attention_2", "sdpa", "eager"):
+            raise UsageError(f"attn_implementation: one of auto, flash_attention_2, sdpa, eager; "
+                             f"got {self.attn_implementation!r}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+            raise UsageError(f"learning_rate: must be > 0, got {self.learning_rate}")
         if self.group_size < 2:
-            raise ValueError(f"group_size: must be >= 2 (advantages compare within a group), got {self.group_size}")
+            raise UsageError(f"group_size: must be >= 2 (advantages compare within a group), got {self.group_size}")
         if not 0.0 <= self.ocr_ratio <= 1.0:
-            raise ValueError(f"ocr_ratio: must be in [0, 1], got {self.ocr_ratio}")
+            raise UsageError(f"ocr_ratio: must be in [0, 1], got {self.ocr_ratio}")
         if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps: must be >= 0, got {self.warmup_steps}")
+            raise UsageError(f"warmup_steps: must be >= 0, got {self.warmup_steps}")
 
     @property
     def deepspeed_path(self) -> Path:
@@ -73,14 +98,27 @@ def parse_config(argv=None, description: str = "") -> TrainConfig:
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None)
     parser.add_argument("--tasks", default=None, help="task mixture, e.g. ocr=0.5,generation=0.5")
     args = parser.parse_args(argv)
-    values = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    if args.config and not Path(args.config).is_file():
+        raise UsageError(f"--config {args.config}: no such file")
+    values = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
-        raise ValueError(f"{args.config}: unknown keys {sorted(unknown)}")
+        raise UsageError(f"{args.config}: unknown keys {sorted(unknown)}")
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     for name, value in vars(args).items():
         if name == "tasks" and value is not None:
             values["tasks"] = {k: float(w or 1) for k, _, w in (p.partition("=") for p in value.split(","))}
         elif name in types and value is not None:
-            values[name] = {"int": int, "float": float}.get(str(types[name]), str)(value)
+            values[name] = _convert(name, str(types[name]), value)
     return TrainConfig(**values)
+
+
+def _convert(name: str, kind: str, value: str):
+    try:
+        if kind == "bool":
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise UsageError(value)
+            return value.lower() in ("true", "1", "yes")
+        return {"int": int, "float": float}.get(kind, str)(value)
+    except ValueError:
+        raise UsageError(f"--{name.replace('_', '-')}: expected {kind}, got {value!r}") from None

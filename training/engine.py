@@ -36,7 +36,11 @@ def init_distributed() -> tuple[int, int]:
 
 
 def deepspeed_config(cfg: TrainConfig) -> dict:
+    """The stage's DeepSpeed JSON with its "auto" values filled in (the Trainer fills them for the other stages)."""
     config = json.loads(cfg.deepspeed_path.read_text())
+    filled = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+              "gradient_clipping": cfg.max_grad_norm}
+    config.update({k: v for k, v in filled.items() if config.get(k) == "auto"})
     if config.get("bf16", {}).get("enabled") == "auto":
         config["bf16"]["enabled"] = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     return config

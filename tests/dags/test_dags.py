@@ -118,7 +118,8 @@ def test_glyph_train_chains_the_stages(airflow_env, tmp_path, sample_docs, monke
     sent = [(b["task_id"], b["event"], b["try_number"]) for b in receiver.bodies]
     assert sent == [("pretrain", "up for retry", 1), ("pretrain", "up for retry", 2), ("pretrain", "failed", 3),
                     ("pretrain", "run failed", 3)]
-    assert "exited with 1" in receiver.bodies[2]["error"], "the alert carries the job's error"
+    assert "exited with 2" in receiver.bodies[2]["error"] and "no such folder" in receiver.bodies[2]["error"], \
+        "the alert carries the job's error"
     assert receiver.bodies[3]["text"].startswith("glyph: glyph_train run failed (task pretrain) in manual__")
 
 

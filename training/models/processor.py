@@ -28,14 +28,49 @@ class Glm4vImageOnlyProcessor(Glm4vProcessor):
 AutoProcessor.register(Glm4vConfig, Glm4vImageOnlyProcessor, exist_ok=True)
 
 
-def load_model_and_processor(path: str, dtype=None):
-    """A model folder, hub id or s3:// prefix -> (AutoModelForImageTextToText model, AutoProcessor processor)."""
+def load_model_and_processor(path: str, dtype=None, attn_implementation: str | None = None):
+    """A model folder, hub id or s3:// prefix -> (AutoModelForImageTextToText model, processor)."""
     from transformers import AutoModelForImageTextToText
 
     path = local_model_path(path)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
-    processor = AutoProcessor.from_pretrained(path)
-    return model, processor
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, **kwargs)
+    return model, load_processor(path, model.config)
+
+
+def load_processor(path: str, config=None):
+    """The model folder's processor; for GLM-4.1V, the image-only one, so no torchvision is needed.
+
+    A released GLM-4.1V folder names `Glm4vProcessor` with the torchvision image processor and a
+    video processor; both need torchvision, which does not install beside the CPU build of torch.
+    The same tokenizer, image settings and chat template are read into the PIL-backed processor.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+
+    config = config or AutoConfig.from_pretrained(path)
+    if getattr(config, "model_type", "") != "glm4v":
+        return AutoProcessor.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    image_processor = Glm4vImageProcessorPil.from_pretrained(path)
+    template = chat_template_of(path) or getattr(tokenizer, "chat_template", None)
+    return Glm4vImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
+
+
+def chat_template_of(path: str) -> str | None:
+    """The folder's chat template: chat_template.jinja, or the `chat_template` of its processor or tokenizer JSON."""
+    import json
+    from pathlib import Path
+
+    folder = Path(path)
+    if (folder / "chat_template.jinja").exists():
+        return (folder / "chat_template.jinja").read_text()
+    for name in ("chat_template.json", "processor_config.json", "tokenizer_config.json"):
+        if (folder / name).exists():
+            template = json.loads((folder / name).read_text()).get("chat_template")
+            if template:
+                return template
+    return None
 
 
 def local_model_path(path: str) -> str:

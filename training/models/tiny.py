@@ -1,9 +1,11 @@
 """`pipeline make-tiny-model OUT`: a randomly initialised GLM-4.1V-architecture model, offline.
 
 Deterministic: a byte-level BPE tokenizer trained on the bundled sample
-corpus, a model of a few hundred thousand parameters from a fixed seed, the
-PIL image processor (no torchvision) and the image-only processor, all saved
-so the folder loads through the same code path as a real checkpoint.
+corpus with GLM-4.1V's special tokens, a model of a few hundred thousand
+parameters from a fixed seed, the PIL image processor (no torchvision), the
+image-only processor with the official GLM-4.1V chat template, and GLM-4.1V's
+stop tokens in the generation config, all saved so the folder loads through the
+same code path as a real checkpoint.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from pipeline import REPO_ROOT
 SPECIAL_TOKENS = [
     "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>", "<|assistant|>",
     "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>",
-    "<|image|>", "<|video|>", "<think>", "</think>",
+    "<|image|>", "<|video|>", "<think>", "</think>", "<answer>", "</answer>", "<|begin_of_box|>", "<|end_of_box|>",
 ]
+# GLM-4.1V's generation_config stops on these: a reply ends at the next <|user|> turn.
+STOP_TOKENS = ["<|endoftext|>", "<|user|>", "<|observation|>", "</answer>"]
+CHAT_TEMPLATE = Path(__file__).with_name("glm41v_chat_template.jinja")
 CORPUS = REPO_ROOT / "data" / "sample" / "sample.jsonl"
 # One token per 28x28 pixels; tiny bounds keep CPU tests fast (an A4 page at 72 dpi: 630 tokens).
 MIN_PIXELS, MAX_PIXELS = 28 * 28 * 4, 28 * 28 * 1024
@@ -71,10 +76,14 @@ def make_tiny_model(out: str | Path, seed: int = 0) -> Path:
 
     out = Path(out)
     tokenizer = train_tokenizer()
-    processor = Glm4vImageOnlyProcessor(
-        image_processor=Glm4vImageProcessorPil(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS), tokenizer=tokenizer)
+    image_processor = Glm4vImageProcessorPil(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS})
+    processor = Glm4vImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                        chat_template=CHAT_TEMPLATE.read_text())
     torch.manual_seed(seed)
     model = Glm4vForConditionalGeneration(tiny_config(tokenizer))
+    ids = tokenizer.convert_tokens_to_ids
+    model.generation_config.eos_token_id = [ids(t) for t in STOP_TOKENS]
+    model.generation_config.pad_token_id = ids("<|endoftext|>")
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

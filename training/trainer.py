@@ -1,0 +1,369 @@
+"""Pre-training and SFT on transformers' Trainer, with DeepSpeed through its `deepspeed` argument.
+
+Ours is the data (page tasks, SFT records, on-the-fly rendering, chat-template encoding),
+the loss and the bookkeeping that makes a run resumable from local disk or S3; the loop,
+DeepSpeed (ZeRO-2 or ZeRO-3), optimizer, schedule, gradient accumulation, checkpoints
+and RNG state are the Trainer's.
+
+- The loss never holds full-vocabulary logits for the whole sequence: the model runs with
+  no logits kept, and the final hidden states of supervised positions are projected onto
+  the vocabulary `loss_chunk_tokens` at a time, each chunk recomputed in the backward pass
+  (liger-kernel's fused kernel needs the whole unsharded head weight, which ZeRO-3 never has).
+- The DataLoader's own worker processes read, render and encode ahead of the GPU; each
+  rank reads its own shards, so nothing is dispatched between ranks.
+- Each checkpoint also holds every reader's data position; a resumed run continues there
+  without decoding what it skips. `OUTPUT/checkpoints/latest` names the newest complete
+  checkpoint and is written (and, for s3://, uploaded) last.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from training.config import TrainConfig
+from training.data.chat import IGNORE
+from training.engine import local_output, sync_down, sync_up
+from training.errors import UsageError
+
+POINTER = "latest"
+
+
+def ensure_distributed_env() -> None:
+    """A plain `python -m training.X` run is a world of one (DeepSpeed wants the launcher's variables)."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def deepspeed_config(cfg: TrainConfig) -> dict:
+    path = cfg.deepspeed_path
+    if not path.is_file():
+        raise UsageError(f"deepspeed: no such file {cfg.deepspeed}")
+    return json.loads(path.read_text())
+
+
+def bf16_available() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def attention_implementation(cfg: TrainConfig) -> str:
+    if cfg.attn_implementation != "auto":
+        return cfg.attn_implementation
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def training_arguments(cfg: TrainConfig, local: str) -> TrainingArguments:
+    scheduler, scheduler_kwargs = cfg.lr_scheduler, {}
+    if scheduler == "cosine" and cfg.min_learning_rate > 0:
+        scheduler, scheduler_kwargs = "cosine_with_min_lr", {"min_lr": cfg.min_learning_rate}
+    return TrainingArguments(
+        output_dir=str(Path(local) / "checkpoints"), max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=scheduler, lr_scheduler_kwargs=scheduler_kwargs, warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, bf16=bf16_available(),
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        deepspeed=deepspeed_config(cfg), save_strategy="steps", save_steps=cfg.save_every,
+        save_total_limit=cfg.save_total_limit, logging_steps=cfg.log_every, report_to=[], seed=cfg.seed,
+        ignore_data_skip=True,  # our readers resume at their saved positions instead
+        disable_tqdm=not sys.stderr.isatty(), use_cpu=not torch.cuda.is_available(),
+        average_tokens_across_devices=True, remove_unused_columns=False)
+
+
+class Collator:
+    """Samples -> one padded micro-batch; the reader positions and tasks ride along as `meta`."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, samples: list[dict]) -> dict:
+        longest = max(s["input_ids"].shape[1] for s in samples)
+
+        def pad(key: str, value: int) -> torch.Tensor:
+            rows = [torch.nn.functional.pad(s[key][0], (0, longest - s[key].shape[1]), value=value) for s in samples]
+            return torch.stack(rows)
+
+        batch = {"input_ids": pad("input_ids", self.pad_id), "attention_mask": pad("attention_mask", 0),
+                 "labels": pad("labels", IGNORE), "mm_token_type_ids": pad("mm_token_type_ids", 0)}
+        with_images = [s for s in samples if "pixel_values" in s]
+        if with_images:
+            batch["pixel_values"] = torch.cat([s["pixel_values"] for s in with_images])
+            batch["image_grid_thw"] = torch.cat([s["image_grid_thw"] for s in with_images])
+        batch["meta"] = {"tasks": [s["task"] for s in samples], "reader": samples[0]["reader"],
+                         "position": max(s["position"] for s in samples),
+                         "lengths": [s["input_ids"].shape[1] for s in samples]}
+        return batch
+
+
+class Progress:
+    """What the trainer consumed: each reader's position, tokens and tasks since the last log line."""
+
+    def __init__(self):
+        self.positions: dict[int, int] = {}
+        self.batches = 0
+        self.tokens, self.attention_flops_units, self.tasks = 0, 0, Counter()
+
+    def consume(self, meta: dict) -> None:
+        self.positions[meta["reader"]] = max(self.positions.get(meta["reader"], 0), meta["position"])
+        self.batches += 1
+        self.tokens += sum(meta["lengths"])
+        self.attention_flops_units += sum(n * n for n in meta["lengths"])
+        self.tasks.update(meta["tasks"])
+
+    def take(self) -> tuple[int, int, dict]:
+        out = (self.tokens, self.attention_flops_units, dict(self.tasks))
+        self.tokens, self.attention_flops_units, self.tasks = 0, 0, Counter()
+        return out
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor, head, chunk: int) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over supervised positions, `chunk` positions projected at a time.
+
+    Each chunk's logits are freed after its loss and recomputed in the backward pass, so at most one
+    chunk of full-vocabulary logits (in fp32) is alive at once.
+
+    >>> head = torch.nn.Linear(4, 7, bias=False)
+    >>> hidden, labels = torch.randn(1, 6, 4), torch.tensor([[-100, 3, 1, -100, 6, 2]])
+    >>> total, count = chunked_cross_entropy(hidden, labels, head, chunk=2)
+    >>> whole = torch.nn.functional.cross_entropy(head(hidden[0, :-1]), labels[0, 1:], reduction="sum")
+    >>> count, bool(torch.allclose(total, whole))
+    (4, True)
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    states, targets = hidden[:, :-1][keep], targets[keep]
+    total = hidden[:, :1].sum().float() * 0.0  # keeps the graph whole when nothing is supervised
+    for start in range(0, len(targets), chunk):
+        total = total + checkpoint(_chunk_loss, states[start:start + chunk], targets[start:start + chunk], head,
+                                   use_reentrant=False)
+    return total, len(targets)
+
+
+def _chunk_loss(states: torch.Tensor, targets: torch.Tensor, head) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(head(states).float(), targets, reduction="sum")
+
+
+class GlyphTrainer(Trainer):
+    loss_is_scaled_for_ga = True  # compute_loss divides by the tokens of the whole accumulated batch
+
+    def __init__(self, *args, cfg: TrainConfig, progress: Progress, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cfg, self.progress = cfg, progress
+        self.model_accepts_loss_kwargs = True  # so the Trainer counts the accumulated batch's target tokens
+
+    def get_train_dataloader(self):
+        workers = self.cfg.dataloader_workers
+        return torch.utils.data.DataLoader(
+            self.train_dataset, batch_size=self.cfg.per_device_batch_size, collate_fn=self.data_collator,
+            num_workers=workers, prefetch_factor=self.cfg.prefetch_factor if workers else None,
+            persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.progress.consume(inputs.pop("meta"))
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        unwrapped = self.accelerator.unwrap_model(model)
+        captured = {}
+        norm = unwrapped.get_decoder().norm
+        hook = norm.register_forward_hook(lambda module, args, output: captured.__setitem__("hidden", output))
+        try:  # no logits kept: the hidden states come from the final norm
+            model(**inputs, logits_to_keep=torch.zeros_like(inputs["attention_mask"], dtype=torch.bool))
+        finally:
+            hook.remove()
+        total, count = chunked_cross_entropy(captured["hidden"], labels, unwrapped.get_output_embeddings(),
+                                             self.cfg.loss_chunk_tokens)
+        loss = total / (num_items_in_batch if num_items_in_batch is not None else max(count, 1))
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # ranks' gradients are averaged, tokens were summed
+        return (loss, None) if return_outputs else loss
+
+
+class RunLog(TrainerCallback):
+    """Plain progress lines (when not on a terminal) and metrics.jsonl on rank 0."""
+
+    def __init__(self, cfg: TrainConfig, local: str, progress: Progress, params: int, layers: int, hidden: int):
+        self.cfg, self.progress, self.params, self.layers, self.hidden = cfg, progress, params, layers, hidden
+        self.path = Path(local) / "metrics.jsonl"
+        self.peak = float(os.environ.get("GLYPH_PEAK_FLOPS", "0")) or None
+        self.plain = not sys.stderr.isatty()
+        self.started = self.last = time.perf_counter()
+        self.first_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.first_step = state.global_step
+        self.started = self.last = time.perf_counter()
+        if state.is_world_process_zero and state.global_step:
+            samples = state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps \
+                * args.world_size
+            print(f"resumed from step {state.global_step} ({samples} samples)", flush=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if "loss" not in (logs or {}):
+            return
+        now = time.perf_counter()
+        seconds, self.last = max(now - self.last, 1e-9), now
+        tokens, attention_units, tasks = self.progress.take()
+        flops = 6 * self.params * tokens + 12 * self.layers * self.hidden * attention_units
+        done = state.global_step - self.first_step
+        eta = (now - self.started) / max(done, 1) * (state.max_steps - state.global_step)
+        record = {"step": state.global_step, "loss": round(float(logs["loss"]), 5), "lr": logs.get("learning_rate"),
+                  "grad_norm": logs.get("grad_norm"), "tokens_per_s": round(tokens / seconds, 1),
+                  "mfu": round(flops / seconds / self.peak, 5) if self.peak else None,
+                  "elapsed_s": round(now - self.started, 2), "eta_s": round(eta, 1), "tasks": tasks}
+        if not state.is_world_process_zero:
+            return
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.plain:
+            lr = f"{record['lr']:.3g}" if isinstance(record["lr"], float) else record["lr"]
+            print(f"step {state.global_step}/{state.max_steps} loss {record['loss']:.4f} lr {lr} "
+                  f"tokens/s {record['tokens_per_s']:.0f} eta {_clock(eta)}", flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class CheckpointSync(TrainerCallback):
+    """After each checkpoint: every rank's data position, then (s3://) the upload, then the pointer, last."""
+
+    def __init__(self, cfg: TrainConfig, local: str, progress: Progress, workers: int):
+        self.cfg, self.local, self.progress, self.workers = cfg, local, progress, workers
+
+    def on_save(self, args, state, control, **kwargs):
+        name = f"checkpoint-{state.global_step}"
+        folder = Path(args.output_dir) / name
+        position = {"world_size": args.world_size, "workers": self.workers, "batches": self.progress.batches,
+                    "positions": {str(k): v for k, v in self.progress.positions.items()}}
+        (folder / f"data-position-rank{args.process_index}.json").write_text(json.dumps(position))
+        sync_up(self.local, self.cfg.output_dir, args.local_process_index, only=f"checkpoints/{name}")
+        torch.distributed.barrier()
+        if state.is_world_process_zero:
+            (Path(args.output_dir) / POINTER).write_text(name + "\n")
+            sync_up(self.local, self.cfg.output_dir, 0, only="metrics.jsonl")
+            sync_up(self.local, self.cfg.output_dir, 0, only=f"checkpoints/{POINTER}")
+        torch.distributed.barrier()
+
+
+def resume_point(args: TrainingArguments, cfg: TrainConfig, workers: int) -> tuple[str | None, dict]:
+    """(checkpoint folder, this rank's data position) of the newest complete checkpoint, or (None, {})."""
+    pointer = Path(args.output_dir) / POINTER
+    if not pointer.is_file():
+        return None, {}
+    folder = Path(args.output_dir) / pointer.read_text().strip()
+    saved = json.loads((folder / f"data-position-rank{args.process_index}.json").read_text())
+    if (saved["world_size"], saved["workers"]) != (args.world_size, workers):
+        raise UsageError(f"resume: {folder} was written by {saved['world_size']} ranks with "
+                         f"{saved['workers']} DataLoader workers each; this run has {args.world_size} and {workers}. "
+                         "Resume with the same, or start a new output_dir")
+    return str(folder), saved
+
+
+def train(cfg: TrainConfig, make_dataset) -> int:
+    """Build arguments, model and data; train (resuming where a checkpoint says); export the model."""
+    from training.models import load_model_and_processor
+
+    ensure_distributed_env()
+    if not sys.stderr.isatty():  # task logs: no progress bars from loading and saving
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    local = local_output(cfg.output_dir)  # an s3:// output is staged here and copied up
+    args = training_arguments(cfg, local)  # before the model: ZeRO-3 then loads it already partitioned
+    with args.main_process_first(local=True):
+        if args.local_process_index == 0:
+            sync_down(cfg.output_dir, local)
+    workers = cfg.dataloader_workers
+    checkpoint, position = resume_point(args, cfg, workers)
+    if cfg.model.startswith(("/", "./", "../", "~")) and not Path(cfg.model).expanduser().is_dir():
+        raise UsageError(f"--model {cfg.model}: no such folder")
+    try:
+        model, processor = load_model_and_processor(cfg.model, dtype=torch.bfloat16 if args.bf16 else None,
+                                                    attn_implementation=attention_implementation(cfg))
+    except OSError as err:
+        raise UsageError(f"--model {cfg.model}: cannot load a model there ({str(err).splitlines()[0]})") from None
+    model.config.use_cache = False
+    dataset = make_dataset(processor, args.process_index, args.world_size, position)
+    progress = Progress()
+    progress.positions = {int(k): v for k, v in position.get("positions", {}).items()}
+    progress.batches = position.get("batches", 0)
+    text = model.config.get_text_config()
+    params = sum(p.numel() for p in model.parameters())
+    callbacks = [RunLog(cfg, local, progress, params, text.num_hidden_layers, text.hidden_size),
+                 CheckpointSync(cfg, local, progress, workers)]
+    trainer = GlyphTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                           data_collator=Collator(processor.tokenizer.pad_token_id), callbacks=callbacks,
+                           cfg=cfg, progress=progress)
+    if not sys.stderr.isatty():
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # RunLog prints plain lines instead of dicts
+    trainer.train(resume_from_checkpoint=checkpoint)
+    export(trainer, processor, cfg, local, args)
+    return 0
+
+
+def export(trainer: Trainer, processor, cfg: TrainConfig, local: str, args: TrainingArguments) -> None:
+    """The model in Hugging Face format with its processor (chat template included), local or s3://."""
+    target = Path(local) / "model"
+    trainer.save_model(str(target))  # ZeRO-3: gathered into one 16-bit state dict
+    if args.process_index == 0:
+        processor.save_pretrained(target)
+    write_parameter_digest(trainer, local, args.process_index)
+    if args.process_index == 0:
+        sync_up(local, cfg.output_dir, 0, only="model")
+        sync_up(local, cfg.output_dir, 0, only="metrics.jsonl")
+        print(f"exported the model to {storage_join(cfg.output_dir, 'model')}", flush=True)
+
+
+def storage_join(base: str, name: str) -> str:
+    from pipeline import storage
+
+    return storage.join(base, name)
+
+
+def write_parameter_digest(trainer: Trainer, local: str, rank: int) -> None:
+    """Each rank's hash of its full parameters (ZeRO-2: data-parallel ranks must agree); not under ZeRO-3."""
+    import hashlib
+
+    engine = trainer.model_wrapped
+    if getattr(engine, "zero_optimization_stage", lambda: 0)() >= 3:
+        return
+    digest = hashlib.sha256()
+    for name, param in sorted(trainer.accelerator.unwrap_model(trainer.model).named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().numpy().tobytes())
+    (Path(local) / f"params-rank{rank}.sha256").write_text(digest.hexdigest() + "\n")
+
+
+def run_stage(main, argv=None) -> int:
+    """An entry point's errors a user can fix, as one line and exit code 2; not a traceback."""
+    try:
+        return main(argv)
+    except UsageError as err:
+        message = str(err).strip()
+        if "Original Traceback" in message:  # raised in a DataLoader worker: its last line says why
+            message = message.splitlines()[-1].split(": ", 1)[-1]
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        return 2
