@@ -47,11 +47,17 @@ class TrainConfig:
     render_config: str | None = None
     ocr_ratio: float = 0.0
     # RL (GRPO).
-    group_size: int = 16
-    epsilon_low: float = 0.2
+    group_size: int = 16  # completions sampled per prompt
+    epsilon_low: float = 0.2  # DAPO clip-higher: ratio clipped to [1 - low, 1 + high]
     epsilon_high: float = 0.28
-    beta: float = 0.04
-    max_new_tokens: int = 64
+    beta: float = 0.0  # KL coefficient; 0 (DAPO) loads no reference model
+    num_iterations: int = 1  # optimisation passes over each generation batch
+    steps_per_generation: int = 0  # micro-batches per generation batch (0: gradient_accumulation_steps)
+    max_completion_length: int = 2048  # tokens a completion may take (a page of OCR is ~1,000)
+    max_prompt_length: int = 0  # longer prompts are skipped and counted (0: max_length)
+    use_vllm: bool = False  # generate with vLLM (GPU nodes, when installed)
+    vllm_mode: str = "colocate"  # colocate (shares the training GPUs) or server
+    vllm_gpu_memory_utilization: float = 0.3
     temperature: float = 1.0
     rewards: dict = field(default_factory=lambda: {"f1": 1.0, "format": 0.1})
     judge_endpoint: str | None = None
@@ -75,6 +81,13 @@ class TrainConfig:
                              f"got {self.attn_implementation!r}")
         if self.learning_rate <= 0:
             raise UsageError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        for name in ("num_iterations", "max_completion_length"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.beta < 0 or self.epsilon_low < 0 or self.epsilon_high < 0:
+            raise UsageError("beta, epsilon_low and epsilon_high: must be >= 0")
+        if self.vllm_mode not in ("colocate", "server"):
+            raise UsageError(f"vllm_mode: colocate or server; got {self.vllm_mode!r}")
         if self.group_size < 2:
             raise UsageError(f"group_size: must be >= 2 (advantages compare within a group), got {self.group_size}")
         if not 0.0 <= self.ocr_ratio <= 1.0:
@@ -97,6 +110,7 @@ def parse_config(argv=None, description: str = "") -> TrainConfig:
         if f.name not in ("tasks", "rewards"):
             parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None)
     parser.add_argument("--tasks", default=None, help="task mixture, e.g. ocr=0.5,generation=0.5")
+    parser.add_argument("--rewards", default=None, help="RL reward weights by name, e.g. f1=1,format=0.1")
     args = parser.parse_args(argv)
     if args.config and not Path(args.config).is_file():
         raise UsageError(f"--config {args.config}: no such file")
@@ -106,11 +120,23 @@ def parse_config(argv=None, description: str = "") -> TrainConfig:
         raise UsageError(f"{args.config}: unknown keys {sorted(unknown)}")
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     for name, value in vars(args).items():
-        if name == "tasks" and value is not None:
-            values["tasks"] = {k: float(w or 1) for k, _, w in (p.partition("=") for p in value.split(","))}
+        if name in ("tasks", "rewards") and value is not None:
+            values[name] = _weights(name, value)
         elif name in types and value is not None:
             values[name] = _convert(name, str(types[name]), value)
     return TrainConfig(**values)
+
+
+def _weights(name: str, value: str) -> dict[str, float]:
+    """`a=0.5,b` -> {"a": 0.5, "b": 1.0}."""
+    weights = {}
+    for item in value.split(","):
+        key, _, weight = item.strip().partition("=")
+        try:
+            weights[key] = float(weight) if weight else 1.0
+        except ValueError:
+            raise UsageError(f"--{name}: weight of {key!r} must be a number, got {weight!r}") from None
+    return weights
 
 
 def _convert(name: str, kind: str, value: str):

@@ -66,10 +66,11 @@ def ocr_reward(completions: list[str], references: list[str], **kwargs) -> list[
 
 
 def llm_judge_reward(completions: list[str], references: list[str], questions: list[str] | None = None,
-                     judge=None, **kwargs) -> list[float]:
+                     judge=None, failures: list | None = None, **kwargs) -> list[float]:
     """A judge LLM (OpenAI-compatible ChatClient) scores each answer from 0 to 10; scaled to [0, 1].
 
-    Off by default. An unreachable judge or an answer without a number scores 0 for that completion.
+    Off by default. An unreachable judge or an answer without a number scores 0 for that completion,
+    and is appended to `failures` when given.
     """
     from pipeline.evaluate.client import ChatError
 
@@ -84,8 +85,12 @@ def llm_judge_reward(completions: list[str], references: list[str], questions: l
             reply = judge.chat([{"role": "user", "content": prompt}], max_tokens=8)["text"]
             number = re.search(r"\d+(?:\.\d+)?", reply)
             scores.append(min(max(float(number.group()) / 10, 0.0), 1.0) if number else 0.0)
-        except ChatError:
+            if not number and failures is not None:
+                failures.append(f"no number in {reply[:40]!r}")
+        except ChatError as err:
             scores.append(0.0)
+            if failures is not None:
+                failures.append(str(err))
     return scores
 
 
@@ -99,7 +104,49 @@ REWARDS = {
 
 
 def get_reward(name: str):
+    from training.errors import UsageError
+
     try:
         return REWARDS[name]
     except KeyError:
-        raise ValueError(f"rewards: unknown reward {name!r}; choose from {', '.join(REWARDS)}") from None
+        raise UsageError(f"rewards: unknown reward {name!r}; choose from {', '.join(REWARDS)}") from None
+
+
+def completion_texts(completion_ids: list, tokenizer, drop: set[int]) -> list[str]:
+    """What rewards read: each completion decoded with its tags (<think>) intact, stop and padding tokens removed.
+
+    TRL's own `completions` are decoded with special tokens skipped, which would drop <think> when the
+    tokenizer marks it special; the ids are decoded here instead.
+    """
+    return [tokenizer.decode([t for t in ids if t not in drop], skip_special_tokens=False) for ids in completion_ids]
+
+
+def trl_rewards(weights: dict[str, float], tokenizer, drop: set[int], judge=None) -> tuple[list, list[float]]:
+    """Our reward functions in TRL's signature, with their weights, plus the OCR reward for OCR prompts.
+
+    A prompt's `task` column says which apply: an OCR prompt is scored by the OCR reward alone, any other
+    by the configured rewards (a reward that does not apply returns None, which TRL leaves out).
+    """
+    names = list(weights)
+    functions, values = [], []
+    for name in names:
+        functions.append(_adapted(name, get_reward(name), tokenizer, drop, judge, ocr_rows=False))
+        values.append(float(weights[name]))
+    functions.append(_adapted("ocr_aux", ocr_reward, tokenizer, drop, judge, ocr_rows=True))
+    values.append(1.0)
+    return functions, values
+
+
+def _adapted(name: str, function, tokenizer, drop: set[int], judge, ocr_rows: bool):
+    def reward(prompts=None, completions=None, completion_ids=None, answer=None, task=None, question=None,
+               log_metric=None, **kwargs) -> list:
+        texts = completion_texts(completion_ids, tokenizer, drop)
+        applies = [(t == "ocr") == ocr_rows for t in task]
+        failures: list = []
+        scores = function(texts, references=list(answer), questions=list(question), judge=judge, failures=failures)
+        if failures and log_metric is not None:
+            log_metric(f"rewards/{name}/failures", float(len(failures)))
+        return [float(v) if ok else None for v, ok in zip(scores, applies)]
+
+    reward.__name__ = name
+    return reward

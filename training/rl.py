@@ -1,167 +1,221 @@
-"""GRPO on rendered long contexts (and the auxiliary OCR task), as a DeepSpeed job.
+"""GRPO on TRL's GRPOTrainer: DAPO's token-level loss with clip-higher, on rendered long contexts.
 
-    python -m training.rl --config configs/train/rl.yaml [--model PATH --data FILE.jsonl
-        --output-dir DIR --max-steps N]
-    deepspeed --num_gpus 8 -m training.rl --config ...      (or torchrun)
+    python -m training.rl --config configs/train/rl.yaml [--model PATH --data FILE --output-dir DIR
+        --max-steps N --group-size G --deepspeed JSON]
+    deepspeed --num_gpus 8 --module training.rl --config ...      (or torchrun -m)
 
-Each step takes one prompt (the SFT record format: the last assistant message
-is the reference answer), samples a group of completions, scores them with the
-configured rewards, drops the group if all rewards are equal, and takes one
-clip-higher policy-gradient step with a KL penalty to the frozen starting model.
+Prompts are the SFT conventions (the last assistant message is the reference answer), contexts
+rendered on the fly, OCR prompts mixed in at `ocr_ratio`; they go through the model's own chat
+template. TRL's trainer generates a group of completions per prompt (transformers `generate`, or
+vLLM when `use_vllm`), stopping on the model's own stop tokens, scores them with our reward
+registry, and optimises `loss_type="dapo"` (token-level normalisation, epsilon 0.2 / 0.28)
+with `num_iterations` passes and `steps_per_generation` micro-batches per generation batch, so
+later updates are off-policy and the clip bites. Its ZeRO-3 generation gathers the parameters
+first. A KL coefficient of 0 (the default, as in DAPO) loads no reference model.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
 
-import torch
-from tqdm import tqdm
+from training.config import TrainConfig, parse_config
+from training.errors import UsageError
+from training.trainer import run_stage
 
-from training.config import parse_config
-from training.data.chat import ChatEncoder, Conversation, Text
-from training.data.sft import SftStream
-from training.engine import MetricsLog, build_engine, finish, finite, init_distributed, resume, to_device
-from training.grpo import clipped_token_loss, completion_logprobs, group_advantages, kl_to_reference
-from training.models import load_model_and_processor
-from training.rewards import get_reward
+log = logging.getLogger(__name__)
+
+
+def grpo_arguments(cfg: TrainConfig, local: str):
+    from trl import GRPOConfig
+
+    from training.trainer import bf16_available, deepspeed_config
+
+    import torch
+
+    extra = {}
+    if cfg.steps_per_generation:
+        extra["steps_per_generation"] = cfg.steps_per_generation
+    if cfg.use_vllm:
+        extra.update(use_vllm=True, vllm_mode=cfg.vllm_mode,
+                     vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+    return GRPOConfig(
+        output_dir=str(Path(local) / "checkpoints"), max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_generations=cfg.group_size,
+        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, loss_type="dapo",
+        epsilon=cfg.epsilon_low, epsilon_high=cfg.epsilon_high, beta=cfg.beta, num_iterations=cfg.num_iterations,
+        scale_rewards="group", bf16=bf16_available(), activation_checkpointing=cfg.gradient_checkpointing,
+        deepspeed=deepspeed_config(cfg), save_strategy="steps", save_steps=cfg.save_every,
+        save_total_limit=cfg.save_total_limit, logging_steps=cfg.log_every, report_to=[], seed=cfg.seed,
+        disable_tqdm=not sys.stderr.isatty(), use_cpu=not torch.cuda.is_available(), remove_unused_columns=False,
+        **extra)
+
+
+class PromptSet:
+    """RL prompts from SFT-style records: checked, length-measured and counted up front, rendered on access.
+
+    Each record gives its prompt (the turns before the last assistant answer, which is the reference)
+    and, with probability `ocr_ratio` when its context was rendered here, an OCR prompt of one page.
+    """
+
+    def __init__(self, cfg: TrainConfig, processor, encoder):
+        import random
+
+        from pipeline.render.styles import resolve_config
+        from training.data.sft import RecordError, SftStream
+
+        self.stream = SftStream(cfg.data, processor, resolve_config(cfg.render_style, cfg.render_config),
+                                cfg.max_length, cfg.ocr_ratio, cfg.seed, epochs=1)
+        self.encoder, self.limit = encoder, cfg.max_prompt_length or cfg.max_length
+        self.rows: list[tuple[str, object, int | None]] = []  # (where, record, OCR page or None)
+        for where, record in self.stream.records():
+            try:
+                conversation, pages = self._parse(where, record)
+            except RecordError as err:
+                self.stream.skip(err.reason, f"RL prompt {where}", err)
+                continue
+            self._add(where, record, None, conversation)
+            draw = random.Random(f"{cfg.seed}:{where}")
+            if pages and draw.random() < cfg.ocr_ratio:
+                page = draw.randrange(len(pages))
+                self._add(where, record, page, self._ocr(where, pages, page))
+        if not self.rows:
+            raise UsageError(f"no usable RL prompts in {cfg.data} (skipped: {dict(self.stream.skipped)})")
+
+    def _parse(self, where: str, record):
+        from training.data.sft import folder_of
+
+        conversation, pages = self.stream.parser.parse(record, folder_of(where))
+        conversation.key = where
+        return conversation, pages
+
+    @staticmethod
+    def _ocr(where: str, pages: list, page: int):
+        from training.data.chat import Image
+        from training.data.tasks import OCR_PROMPT, conversation
+
+        image, text = pages[page]
+        return conversation("ocr", [Image(image)], text, f"{where}#ocr", OCR_PROMPT)
+
+    def _add(self, where: str, record, page: int | None, conversation) -> None:
+        from training.data.chat import Conversation
+
+        if not conversation.reference.strip():
+            self.stream.skip("no reference answer", f"RL prompt {where}")
+            return
+        length = self.encoder.length(Conversation(conversation.turns[:-1]), add_generation_prompt=True)
+        if length > self.limit:
+            self.stream.skip("prompt too long", f"RL prompt {where}", f"{length} tokens > {self.limit}")
+            return
+        self.rows.append((where, record, page))
+
+    def row(self, position: int) -> dict:
+        where, record, page = self.rows[position]
+        conversation, pages = self._parse(where, record)
+        return as_trl_row(conversation if page is None else self._ocr(where, pages, page))
+
+    def dataset(self):
+        """A Hugging Face dataset of row numbers whose rows are built (and contexts rendered) on access."""
+        import datasets
+
+        def build(batch):
+            rows = [self.row(position) for position in batch["row"]]
+            return {key: [r[key] for r in rows] for key in rows[0]}
+
+        return datasets.Dataset.from_dict({"row": list(range(len(self.rows)))}).with_transform(build)
+
+
+def as_trl_row(conversation) -> dict:
+    """A Conversation -> TRL's conversational prompt with image placeholders, its images, and reward columns."""
+    from training.data.chat import Image, Text
+
+    messages, images = [], []
+    for turn in conversation.turns[:-1]:
+        if turn.role == "user":
+            content = []
+            for part in turn.parts:
+                if isinstance(part, Image):
+                    content.append({"type": "image"})
+                    images.append(part.image.convert("RGB"))
+                else:
+                    content.append({"type": "text", "text": part.text})
+        else:
+            content = "".join(p.text for p in turn.parts if isinstance(p, Text))
+        messages.append({"role": turn.role, "content": content})
+    question = next(("".join(p.text for p in t.parts if isinstance(p, Text)).strip()
+                     for t in reversed(conversation.turns[:-1]) if t.role == "user"), "")
+    return {"prompt": messages, "images": images, "answer": conversation.reference, "task": conversation.task,
+            "question": question}
+
+
+def stop_ids(model, tokenizer) -> list[int]:
+    """The model's own stop tokens (GLM-4.1V: <|endoftext|>, <|user|>, <|observation|>, </answer>)."""
+    eos = model.generation_config.eos_token_id
+    eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    return eos or [tokenizer.eos_token_id]
+
+
+def judge_client(cfg: TrainConfig):
+    from pipeline.evaluate.client import ChatClient
+
+    if "llm_judge" not in cfg.rewards:
+        return None
+    if not cfg.judge_endpoint:
+        raise UsageError("rewards: llm_judge needs judge_endpoint and judge_model")
+    return ChatClient(cfg.judge_endpoint, cfg.judge_model or "judge", timeout=60, retries=1)
 
 
 def main(argv=None) -> int:
     cfg = parse_config(argv, description=__doc__)
-    rank, world = init_distributed()
-    torch.manual_seed(cfg.seed + rank)
-    from pipeline.render.styles import resolve_config
+    import torch
+    from trl import GRPOTrainer
 
-    model, processor = load_model_and_processor(cfg.model)
-    reference, _ = load_model_and_processor(cfg.model)
-    reference.eval().requires_grad_(False)
-    engine = build_engine(model, cfg)
-    reference.to(engine.device)
-    local, checkpoints, position = resume(engine, cfg, rank)
-    rewards = {name: (get_reward(name), weight) for name, weight in cfg.rewards.items()}
-    judge = _judge(cfg) if "llm_judge" in rewards else None
+    from training.data.chat import ChatEncoder
+    from training.outputs import local_output, sync_down
+    from training.models import load_model_and_processor
+    from training.rewards import get_reward, trl_rewards
+    from training.trainer import (CheckpointSync, Progress, RunLog, attention_implementation, ensure_distributed_env,
+                                  export, resume_point)
 
-    encoder = ChatEncoder(processor)
-    prompts = _prompts(SftStream(cfg.data, processor, resolve_config(cfg.render_style, cfg.render_config),
-                                 cfg.max_length, cfg.ocr_ratio, cfg.seed, rank=rank, world_size=world),
-                       rank, world, skip=position["samples"])
-    metrics = MetricsLog(local, rank, sum(p.numel() for p in model.parameters()))
-    step, seen, dropped = position["step"], position["samples"], 0
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=rank != 0 or None, file=sys.stderr, unit="step")
-    while step < cfg.max_steps:
-        sample, reference_answer = next(prompts)
-        seen += 1
-        prompt = encoder.encode(Conversation(sample.turns[:-1], key=sample.key), cfg.max_length,
-                                add_generation_prompt=True)
-        prompt.pop("labels")
-        prompt = to_device(prompt, engine.device)
-        completions = _generate(engine.module, prompt, processor, cfg)
-        texts = _completion_texts(completions, engine.module, processor)
-        names = {"ocr": "ocr"} if sample.task == "ocr" else {}
-        scores = _score(rewards, names, texts, reference_answer, _question(sample), judge)
-        advantages = group_advantages(torch.tensor(scores))
-        if advantages is None:  # every completion scored the same: nothing to learn from this group
-            dropped += 1
-            continue
-        loss = _group_loss(engine, reference, prompt, completions, advantages, cfg)
-        engine.backward(loss)
-        engine.step()
-        step += 1
-        if step % cfg.log_every == 0:
-            tokens = sum(len(c) for c in completions) + prompt["input_ids"].shape[1] * len(completions)
-            record = metrics.log(step, finite(loss), engine.get_lr()[0], len(completions), tokens, task=sample.task,
-                                 reward_mean=round(sum(scores) / len(scores), 4), dropped_groups=dropped)
-            bar.set_postfix(reward=record["reward_mean"], refresh=False)
-        bar.update(1)
-        if step % cfg.save_every == 0 or step == cfg.max_steps:
-            checkpoints.save(step, seen)
-    bar.close()
-    finish(engine, processor, cfg, local, rank)
+    for name in cfg.rewards:
+        get_reward(name)  # an unknown name fails before anything loads
+    from training.data.sft import data_files
+
+    data_files(cfg.data)
+    ensure_distributed_env()
+    local = local_output(cfg.output_dir)
+    args = grpo_arguments(cfg, local)  # before the model: ZeRO-3 then loads it already partitioned
+    with args.main_process_first(local=True):
+        if args.local_process_index == 0:
+            sync_down(cfg.output_dir, local)
+    checkpoint, _ = resume_point(args, cfg, 0)
+    model, processor = load_model_and_processor(cfg.model, dtype=torch.bfloat16 if args.bf16 else None,
+                                                attn_implementation=attention_implementation(cfg))
+    prompts = PromptSet(cfg, processor, ChatEncoder(processor))
+    if args.process_index == 0:
+        print(f"{len(prompts.rows)} RL prompts; skipped: {dict(prompts.stream.skipped) or 'none'}", flush=True)
+    stops = stop_ids(model, processor.tokenizer)
+    model.generation_config.eos_token_id = stops
+    functions, weights = trl_rewards(cfg.rewards, processor.tokenizer,
+                                     set(stops) | {processor.tokenizer.pad_token_id}, judge_client(cfg))
+    args.reward_weights = weights
+    text = model.config.get_text_config()
+    progress = Progress()
+    callbacks = [RunLog(cfg, local, progress, sum(p.numel() for p in model.parameters()), text.num_hidden_layers,
+                        text.hidden_size), CheckpointSync(cfg, local, progress, 0)]
+    trainer = GRPOTrainer(model=model, processing_class=processor, reward_funcs=functions, args=args,
+                          train_dataset=prompts.dataset(), callbacks=callbacks)
+    if not sys.stderr.isatty():
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    export(trainer, processor, cfg, local, args)
     return 0
 
 
-def _prompts(stream: SftStream, rank: int, world: int, skip: int):
-    """(conversation, reference answer) forever (epoch after epoch), skipping those a resumed run used."""
-    given, epoch = 0, 0
-    while True:
-        produced = False
-        for _, conversation in stream.conversations(rank, world, epoch):
-            produced = True
-            given += 1
-            if given > skip:
-                yield conversation, conversation.reference
-        if not produced:
-            raise RuntimeError(f"no usable prompts in {stream.uri}")
-        epoch += 1
-
-
-def _stop_ids(model, processor) -> list[int]:
-    """The model's own stop tokens (GLM-4.1V: <|endoftext|>, <|user|>, <|observation|>, </answer>)."""
-    eos = model.generation_config.eos_token_id
-    eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
-    return eos or [processor.tokenizer.eos_token_id]
-
-
-@torch.no_grad()
-def _generate(model, prompt: dict, processor, cfg) -> list[torch.Tensor]:
-    """cfg.group_size sampled completions, each cut just after its first stop token."""
-    stops = _stop_ids(model, processor)
-    pad = processor.tokenizer.pad_token_id
-    out = model.generate(**prompt, do_sample=True, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                         num_return_sequences=cfg.group_size, pad_token_id=pad, eos_token_id=stops)
-    completions = []
-    for row in out[:, prompt["input_ids"].shape[1]:]:
-        ends = torch.isin(row, torch.tensor(stops, device=row.device)).nonzero()
-        completions.append(row[: int(ends[0]) + 1] if len(ends) else row)
-    return [c if len(c) else torch.tensor([stops[0]], device=out.device) for c in completions]
-
-
-def _completion_texts(completions: list, model, processor) -> list[str]:
-    """What the rewards read: the completion with its tags (<think>) intact, stop and padding tokens removed."""
-    drop = set(_stop_ids(model, processor)) | {processor.tokenizer.pad_token_id}
-    return [processor.tokenizer.decode([t for t in c.tolist() if t not in drop], skip_special_tokens=False)
-            for c in completions]
-
-
-def _question(conversation) -> str:
-    """The last user turn's text: what the judge is asked about."""
-    for turn in reversed(conversation.turns[:-1]):
-        if turn.role == "user":
-            return "".join(p.text for p in turn.parts if isinstance(p, Text)).strip()
-    return ""
-
-
-def _score(rewards: dict, override: dict, texts: list[str], reference: str, question: str, judge) -> list[float]:
-    """Weighted sum of the configured rewards; an OCR prompt is scored by the OCR reward alone."""
-    chosen = {"ocr": (get_reward("ocr"), 1.0)} if override else rewards
-    total = [0.0] * len(texts)
-    for function, weight in chosen.values():
-        values = function(texts, references=[reference] * len(texts), questions=[question] * len(texts),
-                          judge=judge)
-        total = [t + weight * v for t, v in zip(total, values)]
-    return total
-
-
-def _group_loss(engine, reference, prompt: dict, completions: list, advantages, cfg) -> torch.Tensor:
-    losses = []
-    for completion, advantage in zip(completions, advantages.tolist()):
-        logp = completion_logprobs(engine, prompt, completion)
-        with torch.no_grad():
-            ref_logp = completion_logprobs(reference, prompt, completion)
-        old_logp = logp.detach()  # one update per group: the sampling policy is the current one
-        token_loss = clipped_token_loss(logp, old_logp, advantage, cfg.epsilon_low, cfg.epsilon_high) \
-            + cfg.beta * kl_to_reference(logp, ref_logp)
-        losses.append(token_loss.mean())
-    return torch.stack(losses).mean()
-
-
-def _judge(cfg):
-    from pipeline.evaluate.client import ChatClient
-
-    if not cfg.judge_endpoint:
-        raise ValueError("rewards: llm_judge needs judge_endpoint and judge_model")
-    return ChatClient(cfg.judge_endpoint, cfg.judge_model or "judge", timeout=60)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

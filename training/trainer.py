@@ -32,10 +32,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from training.config import TrainConfig
 from training.data.chat import IGNORE
-from training.engine import local_output, sync_down, sync_up
+from training.outputs import local_output, sync_down, sync_up
 from training.errors import UsageError
 
 POINTER = "latest"
+# GRPO's own metrics kept in metrics.jsonl: rewards per function, clip ratios, degenerate groups, lengths, KL.
+RL_METRICS = ("reward", "rewards/", "clip_ratio/", "frac_reward_zero_std", "completions/", "kl", "entropy")
 
 
 def ensure_distributed_env() -> None:
@@ -48,7 +50,10 @@ def ensure_distributed_env() -> None:
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
-def deepspeed_config(cfg: TrainConfig) -> dict:
+def deepspeed_config(cfg: TrainConfig) -> dict | None:
+    """The DeepSpeed JSON named by the config; `deepspeed: none` trains without DeepSpeed (plain DDP)."""
+    if cfg.deepspeed.lower() in ("", "none"):
+        return None
     path = cfg.deepspeed_path
     if not path.is_file():
         raise UsageError(f"deepspeed: no such file {cfg.deepspeed}")
@@ -207,7 +212,7 @@ class RunLog(TrainerCallback):
         self.peak = float(os.environ.get("GLYPH_PEAK_FLOPS", "0")) or None
         self.plain = not sys.stderr.isatty()
         self.started = self.last = time.perf_counter()
-        self.first_step = 0
+        self.first_step, self.seen_tokens = 0, 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.first_step = state.global_step
@@ -223,20 +228,27 @@ class RunLog(TrainerCallback):
         now = time.perf_counter()
         seconds, self.last = max(now - self.last, 1e-9), now
         tokens, attention_units, tasks = self.progress.take()
+        if not tokens and "num_tokens" in logs:  # GRPO counts its own (prompt and completion) tokens
+            tokens, self.seen_tokens = int(logs["num_tokens"]) - self.seen_tokens, int(logs["num_tokens"])
         flops = 6 * self.params * tokens + 12 * self.layers * self.hidden * attention_units
         done = state.global_step - self.first_step
         eta = (now - self.started) / max(done, 1) * (state.max_steps - state.global_step)
         record = {"step": state.global_step, "loss": round(float(logs["loss"]), 5), "lr": logs.get("learning_rate"),
                   "grad_norm": logs.get("grad_norm"), "tokens_per_s": round(tokens / seconds, 1),
                   "mfu": round(flops / seconds / self.peak, 5) if self.peak else None,
-                  "elapsed_s": round(now - self.started, 2), "eta_s": round(eta, 1), "tasks": tasks}
+                  "elapsed_s": round(now - self.started, 2), "eta_s": round(eta, 1), "tasks": tasks,
+                  "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                  if torch.cuda.is_available() else None,
+                  **{k: v for k, v in logs.items() if k.startswith(RL_METRICS)}}
         if not state.is_world_process_zero:
             return
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self.plain:
             lr = f"{record['lr']:.3g}" if isinstance(record["lr"], float) else record["lr"]
-            print(f"step {state.global_step}/{state.max_steps} loss {record['loss']:.4f} lr {lr} "
+            rl = "".join(f" {k} {logs[k]:.4g}" for k in ("reward", "clip_ratio/low_mean", "clip_ratio/high_mean",
+                                                          "frac_reward_zero_std") if k in logs)
+            print(f"step {state.global_step}/{state.max_steps} loss {record['loss']:.4f} lr {lr}{rl} "
                   f"tokens/s {record['tokens_per_s']:.0f} eta {_clock(eta)}", flush=True)
 
 

@@ -206,9 +206,10 @@ class ChatEncoder:
             encoded.update(self.pixels(conversation.images, expected=sum(kinds)))
         return encoded
 
-    def length(self, conversation: Conversation) -> int:
+    def length(self, conversation: Conversation, add_generation_prompt: bool = False) -> int:
         """Tokens the conversation takes, without touching pixels."""
-        return int(self.encode(conversation, pixels=False)["input_ids"].shape[1])
+        encoded = self.encode(conversation, add_generation_prompt=add_generation_prompt, pixels=False)
+        return int(encoded["input_ids"].shape[1])
 
     def pixels(self, images: list, expected: int | None = None) -> dict:
         out = self.processor.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")

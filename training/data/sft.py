@@ -156,6 +156,11 @@ class RecordParser:
         return turns
 
 
+def folder_of(where: str) -> str:
+    """The folder of a record's file ("path:line"), where its relative image paths are resolved."""
+    return "" if storage.is_s3(where) else str(Path(where.rsplit(":", 1)[0]).parent)
+
+
 def _as_messages(value, role: str) -> list:
     if isinstance(value, str):
         return [{"role": role, "content": value}]
@@ -246,7 +251,7 @@ class SftStream(ReaderStream):
         """
         planned = 0
         for where, record in self.records(slot, slots):
-            folder = str(Path(where.rsplit(":", 1)[0]).parent) if not storage.is_s3(where) else ""
+            folder = folder_of(where)
             try:
                 conv, pages = self.parser.parse(record, folder, render=planned + 1 > skip_to)
             except RecordError as err:

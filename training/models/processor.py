@@ -24,6 +24,22 @@ class Glm4vImageOnlyProcessor(Glm4vProcessor):
         self.video_start_id = tokenizer.convert_tokens_to_ids("<|begin_of_video|>")
         self.video_end_id = tokenizer.convert_tokens_to_ids("<|end_of_video|>")
 
+    def apply_chat_template(self, conversation, *args, **kwargs):
+        """The model's own template; a system or assistant turn given as text parts (TRL's form) is joined
+        into the string GLM-4.1V's template expects there, rather than printed as a Python list."""
+        batched = bool(conversation) and isinstance(conversation[0], list)
+        conversations = conversation if batched else [conversation]
+        conversations = [[_flatten_text_parts(m) for m in c] for c in conversations]
+        return super().apply_chat_template(conversations if batched else conversations[0], *args, **kwargs)
+
+
+def _flatten_text_parts(message: dict) -> dict:
+    content = message.get("content")
+    if message.get("role") in ("system", "assistant") and isinstance(content, list) and all(
+            isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return {**message, "content": "".join(p.get("text", "") for p in content)}
+    return message
+
 
 AutoProcessor.register(Glm4vConfig, Glm4vImageOnlyProcessor, exist_ok=True)
 
