@@ -8,7 +8,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 
 from pipeline import alerts
-from pipeline.task_policy import NETWORK
+from pipeline.task_policy import NETWORK, style_mixture_pattern, style_names
 
 
 @dag(
@@ -20,15 +20,15 @@ from pipeline.task_policy import NETWORK
                             description="Raw corpus: a JSONL/Parquet file or folder, local or s3://bucket/prefix"),
         "output_uri": Param("out/airflow/render", type="string",
                             description="Where input shards (input/) and rendered shards (rendered/) go"),
-        "styles": Param("document=0.4,web=0.2,code=0.2,dark=0.2", type="string",
-                        pattern=r"^[A-Za-z0-9_-]+=[0-9.]+(,[A-Za-z0-9_-]+=[0-9.]+)*$",
-                        description="Style mixture NAME=WEIGHT,... (document, web, code, dark, best-en, random)"),
-        "render_config": Param("", type="string",
+        "styles": Param("document=0.4,web=0.2,code=0.2,dark=0.2", type="string", pattern=style_mixture_pattern(),
+                        description=f"Style mixture NAME=WEIGHT,... ({', '.join(style_names())}); "
+                                    "a bare NAME weighs 1"),
+        "render_config": Param(None, type=["null", "string"],
                                description="Optional: a style name or Glyph JSON config path for every page"),
         "num_shards": Param(2, type="integer", minimum=1, maximum=100000, description="Input shards (Dask tasks)"),
         "backend": Param("skia", enum=["skia", "pdf"], description="skia: fast; pdf: reportlab + poppler"),
-        "dask_scheduler": Param("", type="string",
-                                description="tcp://host:8786 of a Dask cluster; empty: a LocalCluster"),
+        "dask_scheduler": Param(None, type=["null", "string"],
+                                description="Optional: tcp://host:8786 of a Dask cluster; empty: a LocalCluster"),
     },
     on_failure_callback=alerts.run_failed,
     default_args={"execution_timeout": timedelta(hours=12), **alerts.TASK_CALLBACKS},
@@ -46,7 +46,7 @@ def glyph_render():
         from pipeline import orchestrate, storage
 
         return orchestrate.render_shards(shards_uri, storage.join(params["output_uri"], "rendered"),
-                                         params["styles"], params["backend"], params["dask_scheduler"],
+                                         params["styles"], params["backend"], params["dask_scheduler"] or None,
                                          render_config=params["render_config"] or None)
 
     @task(**NETWORK)

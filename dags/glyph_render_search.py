@@ -33,11 +33,13 @@ from pipeline.task_policy import NETWORK
         "min_ratio": Param(2.5, type="number", exclusiveMinimum=0,
                            description="Compression (text tokens per visual token) the fitness asks for"),
         "fitness": Param("constrained", enum=["constrained", "product"], description="See pipeline/search/fitness.py"),
-        "vlm_endpoint": Param("", type="string",
-                              description="OpenAI-compatible VLM endpoint; empty: GLYPH_VLM_ENDPOINT or offline OCR"),
-        "vlm_model": Param("", type="string", description="Model at the endpoint"),
-        "critic_endpoint": Param("", type="string", description="LLM critic endpoint; empty: the VLM's"),
-        "critic_model": Param("", type="string", description="Critic model"),
+        "vlm_endpoint": Param(None, type=["null", "string"],
+                              description="Optional: OpenAI-compatible VLM endpoint; empty: GLYPH_VLM_ENDPOINT or "
+                                          "offline OCR"),
+        "vlm_model": Param(None, type=["null", "string"], description="Optional: model at the endpoint"),
+        "critic_endpoint": Param(None, type=["null", "string"],
+                                 description="Optional: LLM critic endpoint; empty: the VLM's"),
+        "critic_model": Param(None, type=["null", "string"], description="Optional: critic model"),
     },
     default_args={"execution_timeout": timedelta(hours=24), **alerts.TASK_CALLBACKS},
 )

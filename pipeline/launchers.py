@@ -38,6 +38,10 @@ class JobFailed(RuntimeError):
     pass
 
 
+class ConfigurationFailed(JobFailed):
+    """The job exited 2, our commands' code for a mistake in their configuration: a retry cannot fix it."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived while waiting for a job (Airflow stops a task that way when it is marked failed)."""
 
@@ -99,7 +103,8 @@ def run_streamed(command: list[str], log=print, tail_lines: int = 40) -> None:
         tail.append(line.rstrip())
         log(line.rstrip())
     if process.wait() != 0:
-        raise JobFailed(f"{' '.join(command[:4])} exited with {process.returncode}:\n" + "\n".join(tail))
+        failure = ConfigurationFailed if process.returncode == 2 else JobFailed
+        raise failure(f"{' '.join(command[:4])} exited with {process.returncode}:\n" + "\n".join(tail))
 
 
 class LocalLauncher:

@@ -5,6 +5,7 @@ Kept apart from the DAG files so they stay wiring only, and testable without Air
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -12,6 +13,25 @@ import time
 from pipeline import storage
 
 STATE = "refresh_state.json"
+
+
+@contextlib.contextmanager
+def no_retry_for_configuration_errors():
+    """A job that exited 2 (a configuration error) fails its Airflow task for good instead of being retried."""
+    from pipeline.launchers import ConfigurationFailed
+
+    try:
+        yield
+    except ConfigurationFailed as err:
+        try:
+            from airflow.sdk.exceptions import AirflowFailException
+        except ImportError:  # no Airflow here: the error as it is
+            raise err from None
+
+        class NotRetried(ConfigurationFailed, AirflowFailException):
+            """Still a JobFailed for callers outside Airflow; Airflow fails the task without retrying."""
+
+        raise NotRetried(str(err)) from None
 
 
 def run_folder(run_id: str) -> str:
@@ -67,7 +87,8 @@ def render_shards(shards_uri: str, out_uri: str, styles: str, backend: str = "sk
     for flag, value in (("--scheduler", scheduler), ("--workers", workers), ("--config", render_config)):
         if value:
             command += [flag, str(value)]
-    run_streamed(command, log)
+    with no_retry_for_configuration_errors():
+        run_streamed(command, log)
     return out_uri
 
 
@@ -120,7 +141,8 @@ def search_render_config(validation: str, out_uri: str, generations: int, popula
                         ("--critic-endpoint", critic_endpoint), ("--critic-model", critic_model)):
         if value:
             command += [flag, str(value)]
-    run_streamed(command, log)
+    with no_retry_for_configuration_errors():
+        run_streamed(command, log)
     return out_uri
 
 
@@ -140,5 +162,6 @@ def train_stage(stage: str, config: str, model: str, data: str, output_dir: str,
     from pipeline.launchers import get_launcher
 
     overrides = {"model": model, "data": data, "output_dir": output_dir, "max_steps": max_steps}
-    get_launcher(launcher, log=log, run_key=run_key and f"{run_key}/{stage}").run(stage, config, overrides)
+    with no_retry_for_configuration_errors():
+        get_launcher(launcher, log=log, run_key=run_key and f"{run_key}/{stage}").run(stage, config, overrides)
     return storage.join(output_dir, "model")

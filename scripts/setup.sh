@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # slurm-wlm and munge: the tests start a real one-node Slurm cluster for the Slurm launcher.
-APT_PACKAGES=(poppler-utils tesseract-ocr tesseract-ocr-eng slurm-wlm munge)
+# chromium: the browser the UI tests drive through Playwright (its own browser download cannot work here).
+APT_PACKAGES=(poppler-utils tesseract-ocr tesseract-ocr-eng slurm-wlm munge chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

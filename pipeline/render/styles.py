@@ -74,10 +74,12 @@ class StyleMixture:
 
 
 def parse_mixture(spec: str) -> dict[str, float]:
-    """'document=0.4,web=0.2' -> {'document': 0.4, 'web': 0.2}, checked.
+    """'document=0.4,web=0.2' -> {'document': 0.4, 'web': 0.2}, checked; a bare name weighs 1.
 
     >>> parse_mixture("document=0.4, dark=0.1")
     {'document': 0.4, 'dark': 0.1}
+    >>> parse_mixture("random")
+    {'random': 1.0}
     """
     weights: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
@@ -86,7 +88,7 @@ def parse_mixture(spec: str) -> dict[str, float]:
         if name not in available_styles():
             raise RenderConfigError(f"styles: unknown style {name!r}; choose from {', '.join(available_styles())}")
         try:
-            weight = float(value)
+            weight = float(value) if value.strip() else 1.0  # a bare name weighs 1
         except ValueError:
             raise RenderConfigError(f"styles: weight of {name!r} must be a number, got {value!r}") from None
         if weight < 0:

@@ -116,11 +116,11 @@ def test_glyph_train_chains_the_stages(airflow_env, tmp_path, sample_docs, monke
     states = {ti.task_id: str(ti.state) for ti in broken.get_task_instances()}
     assert str(broken.state) == "failed" and states["pretrain"] == "failed"
     sent = [(b["task_id"], b["event"], b["try_number"]) for b in receiver.bodies]
-    assert sent == [("pretrain", "up for retry", 1), ("pretrain", "up for retry", 2), ("pretrain", "failed", 3),
-                    ("pretrain", "run failed", 3)]
-    assert "exited with 2" in receiver.bodies[2]["error"] and "no such folder" in receiver.bodies[2]["error"], \
+    assert sent == [("pretrain", "failed", 1), ("pretrain", "run failed", 1)], \
+        "a configuration error (exit code 2) is not retried"
+    assert "exited with 2" in receiver.bodies[0]["error"] and "no such folder" in receiver.bodies[0]["error"], \
         "the alert carries the job's error"
-    assert receiver.bodies[3]["text"].startswith("glyph: glyph_train run failed (task pretrain) in manual__")
+    assert receiver.bodies[1]["text"].startswith("glyph: glyph_train run failed (task pretrain) in manual__")
 
 
 def test_render_search_then_render_with_its_best_config(airflow_env, s3, tmp_path):
