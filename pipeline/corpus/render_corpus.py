@@ -73,20 +73,19 @@ def render_input_shard(shard: dict, shards_uri: str, out_uri: str, dataset: str,
             import tarfile
 
             tarfile.open(final, "w").close()
-        checksum = storage.file_sha256(final)
+        checksum, size = storage.file_sha256(final), final.stat().st_size  # before the folder goes
         store.upload(final, storage.join(out_uri, f"{name}.tar"))
     stats = {
         "shard": f"{name}.tar", "index": shard["index"], "input_shard": shard["shard"],
         "input_units": shard["units"], "units": summary["documents"], "samples": summary["pages"],
         **{k: summary[k] for k in ("pages", "characters", "text_tokens", "visual_tokens", "compression_ratio",
                                     "missing_glyphs", "styles", "skipped")},
-        "bytes": final.stat().st_size if final.exists() else None, "sha256": checksum,
+        "bytes": size, "sha256": checksum,
         "documents": [{k: d[k] for k in ("source_id", "style", "pages", "text_tokens", "visual_tokens")}
                       for d in job.documents],
         "seconds": round(time.perf_counter() - started, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    stats["bytes"] = stats["bytes"] or 0
     store.write_text(marker, json.dumps(stats, ensure_ascii=False, sort_keys=True) + "\n")
     return stats
 

@@ -51,6 +51,8 @@ def test_local_render_verify_and_rerun(tmp_path, input_shards, dask_client):
     units = units_by_id(input_shards)
     assert manifest["units"] == manifest["input_units"] == len(units) and manifest["skipped_count"] == 0
     assert [s["shard"] for s in manifest["shards"]] == [f"corpus-train-{i:06d}.tar" for i in range(4)]
+    assert [s["bytes"] for s in manifest["shards"]] == [(tmp_path / "out" / s["shard"]).stat().st_size
+                                                      for s in manifest["shards"]], "real sizes in the manifest"
     assert set(manifest["styles"]) >= {"code", "document"}
     assert verify_dataset(out) == []
     assert joined_pages(out) == units
