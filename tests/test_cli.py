@@ -138,3 +138,15 @@ def test_console_script_runs(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["pages"] == 1
+
+
+def test_version_no_abbreviations_and_defaults_in_help(capsys):
+    with pytest.raises(SystemExit) as shown:
+        main(["--version"])
+    assert shown.value.code == 0 and capsys.readouterr().out.startswith("pipeline ")
+    with pytest.raises(SystemExit) as refused:
+        main(["render-corpus", "in", "--out", "out", "--style", "web"])  # --style is render's, not --styles
+    assert refused.value.code == 2 and "unrecognized arguments: --style" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["render-corpus", "--help"])
+    assert "(default: document=0.4,web=0.2,code=0.2,dark=0.2)" in capsys.readouterr().out
