@@ -7,6 +7,7 @@ environment. Ready for the training loaders (which add rank/worker splitting).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Iterator
@@ -49,14 +50,20 @@ def skip_bad_sample(exn: Exception) -> bool:
 
 
 def read_shards(uri: str | list[str], decode: bool = True, shuffle: bool = False, seed: int = 0,
-                handler=None):
-    """Iterate samples: {"__key__", "png": PIL.Image, "txt": str, "json": dict} (bytes if decode=False).
+                handler=None, split: bool = True):
+    """Samples: {"__key__", "png": PIL.Image, "txt": str, "json": dict} (bytes if decode=False).
+
+    A webdataset pipeline, so it composes as one (`.map(...)`, `.batched(...)`, `.shuffle(...)`).
+    With `split` (the default), shards are divided between distributed ranks, then between the
+    DataLoader workers of each rank, so each sample is read once per epoch however it is loaded.
     """
     import webdataset as wds
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     urls = uri if isinstance(uri, list) else shard_uris(uri)
     stages = [wds.SimpleShardList(urls, seed=seed if shuffle else None)]
+    if split:
+        stages += [wds.split_by_node, wds.split_by_worker]
     if shuffle:
         stages.append(wds.shuffle(1000, seed=seed))
     def expand(data):
@@ -68,4 +75,16 @@ def read_shards(uri: str | list[str], decode: bool = True, shuffle: bool = False
     stages += [_open_streams, expand, group]  # webdataset's tar parsing, our opener
     if decode:
         stages.append(wds.decode("pil", handler=handler) if handler else wds.decode("pil"))
-    return wds.DataPipeline(*stages)
+    return shard_pipeline_class()(*stages)
+
+
+@functools.lru_cache(maxsize=1)
+def shard_pipeline_class():
+    """webdataset's DataPipeline with its fluid methods (.map, .batched, .shuffle, ...); made on first use,
+    since webdataset is imported lazily."""
+    import webdataset as wds
+
+    class ShardPipeline(wds.DataPipeline, wds.FluidInterface):
+        pass
+
+    return ShardPipeline

@@ -150,7 +150,7 @@ def _contact_sheet(uri: str, manifest: dict, sheet: Path, pages: int, seed: int)
 
     rng = random.Random(seed)
     shard = rng.choice(manifest["shards"])["shard"]
-    samples = list(read_shards(storage.join(uri, shard)))
+    samples = list(read_shards(storage.join(uri, shard), split=False))
     chosen = rng.sample(samples, min(pages, len(samples)))
     contact_sheet([np.asarray(s["png"].convert("RGB")) for s in chosen]).save(sheet)
     Image.open(sheet).verify()

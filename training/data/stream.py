@@ -120,7 +120,7 @@ class PageTaskStream(ReaderStream):
 
     def _plans(self, part: tuple[list[str], int, int], costs: PageCosts):
         shards, every, first = part
-        units = group_units(_pages(read_shards(shards, decode=False, handler=skip_bad_sample), self))
+        units = group_units(_pages(read_shards(shards, decode=False, handler=skip_bad_sample, split=False), self))
         count = taken = 0
         for index, pages in enumerate(units):
             count += 1
