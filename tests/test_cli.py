@@ -150,3 +150,27 @@ def test_version_no_abbreviations_and_defaults_in_help(capsys):
     with pytest.raises(SystemExit):
         main(["render-corpus", "--help"])
     assert "(default: document=0.4,web=0.2,code=0.2,dark=0.2)" in capsys.readouterr().out
+
+
+def test_folders_that_are_not_datasets_say_so(tmp_path, capsys):
+    (tmp_path / "plain").mkdir()
+    assert main(["render-corpus", str(tmp_path / "plain"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a shard set from `pipeline shard`" in err and "Errno" not in err
+    assert main(["inspect", str(tmp_path / "plain")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a finished rendered dataset" in err and "Errno" not in err
+
+
+def test_render_into_a_used_folder_needs_overwrite(tmp_path, capsys):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("A short document for one page.\n")
+    out = tmp_path / "out"
+    assert main(["render", "--text", str(doc), "--out", str(out), "--max-shard-bytes", "1000000"]) == 0
+    (out / "doc-000007.tar").write_bytes(b"left from an older run")
+    (out / "notes.txt").write_text("the user's own file")
+    assert main(["render", "--text", str(doc), "--out", str(out)]) == 2
+    assert "is not empty" in capsys.readouterr().err and (out / "doc-000007.tar").exists()
+    assert main(["render", "--text", str(doc), "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.glob("*.tar")) == ["doc-000000.tar"], "no stray tar from before"
+    assert (out / "notes.txt").read_text() == "the user's own file"

@@ -118,7 +118,11 @@ def render_corpus(shards_uri: str, out_uri: str, settings: CorpusRenderSettings,
     from dask.distributed import as_completed
     from tqdm import tqdm
 
-    sharding = json.loads(storage.get_storage(shards_uri).read_text(storage.join(shards_uri, SHARDING_SUMMARY)))
+    summary_uri = storage.join(shards_uri, SHARDING_SUMMARY)
+    if not storage.get_storage(shards_uri).exists(summary_uri):
+        raise FileNotFoundError(f"{shards_uri} is not a shard set from `pipeline shard` (no {SHARDING_SUMMARY}); "
+                                "run `pipeline shard INPUT... --out URI` first and render that URI")
+    sharding = json.loads(storage.get_storage(shards_uri).read_text(summary_uri))
     dataset, shards = sharding["dataset"], sharding["shards"]
     _remove_temporaries(out_uri)
     own_client = client is None

@@ -119,6 +119,9 @@ def _decode_samples(data: bytes, tar_uri: str) -> tuple[dict[str, list], list[st
 def inspect_dataset(uri: str, sheet: Path | None = None, pages: int = 12, seed: int = 0) -> dict:
     """Counts, token and compression statistics by style; a contact sheet of random pages."""
     store = storage.get_storage(uri)
+    if not store.exists(storage.join(uri, MANIFEST)):
+        raise FileNotFoundError(f"{uri} is not a finished rendered dataset (no {MANIFEST}): `pipeline "
+                                "render-corpus` writes it when every shard is done")
     manifest = json.loads(store.read_text(storage.join(uri, MANIFEST)))
     by_style: dict[str, dict] = {}
     for shard in manifest["shards"]:
