@@ -80,11 +80,12 @@ class ShardRenderer:
         self._renderers: dict[RenderConfig, Renderer] = {}
         self._used_ids: set[str] = set()
 
-    def run(self, records, total: int | None = None) -> dict:
+    def run(self, records, total: int | None = None, progress: bool = True) -> dict:
+        """Render every record; `progress=False` (a Dask worker's shard) draws no bar of its own."""
         from tqdm import tqdm
 
         started = time.perf_counter()
-        for item in tqdm(records, total=total, unit="doc", disable=None, file=sys.stderr):
+        for item in tqdm(records, total=total, unit="doc", disable=None if progress else True, file=sys.stderr):
             if isinstance(item, Skip):
                 self.stats.skipped.append(item.to_dict())
                 continue

@@ -64,7 +64,7 @@ def render_input_shard(shard: dict, shards_uri: str, out_uri: str, dataset: str,
         job = ShardRenderer(temp, styles, settings.backend,
                             prefix=name, tokenizer=settings.tokenizer, max_shard_bytes=1 << 62, preview_pages=0)
         records = _records(storage.join(shards_uri, shard["shard"]))
-        summary = job.run(records)
+        summary = job.run(records, progress=False)  # the driver shows the run's progress
         tar = Path(temp) / f"{name}-000000.tar"
         final = Path(temp) / f"{name}.tar"
         if tar.exists():
@@ -136,11 +136,14 @@ def render_corpus(shards_uri: str, out_uri: str, settings: CorpusRenderSettings,
                                  retries=TASK_RETRIES)
                    for shard in shards]
         results, failures = [], []
+        lines = ProgressLines(len(futures), started)
         for future in tqdm(as_completed(futures), total=len(futures), unit="shard", disable=None, file=sys.stderr):
             try:
                 results.append(future.result())
+                lines.done(results[-1])
             except Exception as err:  # noqa: BLE001 - reported below, with the shard's key
                 failures.append(f"{future.key}: {type(err).__name__}: {err}")
+                lines.failed(future.key)
     finally:
         if own_client:
             cluster = client.cluster
@@ -153,6 +156,30 @@ def render_corpus(shards_uri: str, out_uri: str, settings: CorpusRenderSettings,
     seconds = time.perf_counter() - started
     return _write_manifest(out_uri, shards_uri, sharding, settings, sorted(results, key=lambda r: r["index"]),
                            seconds, command)
+
+
+class ProgressLines:
+    """When stderr is not a terminal (an Airflow task log), one plain line per finished shard."""
+
+    def __init__(self, total: int, started: float):
+        self.total, self.started, self.finished, self.pages = total, started, 0, 0
+        self.enabled = not sys.stderr.isatty()
+
+    def done(self, stats: dict) -> None:
+        self.finished += 1
+        self.pages += stats.get("pages", 0)
+        if not self.enabled:
+            return
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        eta = seconds / self.finished * (self.total - self.finished)
+        reused = " (already complete)" if stats.get("reused") else ""
+        print(f"rendered {self.finished}/{self.total} shards{reused}: {self.pages} pages, "
+              f"{self.pages / seconds:.1f} pages/s, eta {int(eta) // 60}m{int(eta) % 60:02d}s",
+              file=sys.stderr, flush=True)
+
+    def failed(self, key: str) -> None:
+        if self.enabled:
+            print(f"shard {key} failed (the run goes on; re-run to resume)", file=sys.stderr, flush=True)
 
 
 def _remove_temporaries(out_uri: str) -> None:

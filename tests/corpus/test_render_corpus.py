@@ -146,8 +146,14 @@ def test_cli_with_an_existing_scheduler(tmp_path, input_shards, dask_client, cap
     out = tmp_path / "via-scheduler"
     assert main(["render-corpus", input_shards, "--out", str(out), "--styles", "dark=1",
                  "--scheduler", dask_client.scheduler.address]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
     assert printed["styles"] == {"dark": printed["units"]} or set(printed["styles"]) <= {"dark", "code"}
+    shards = len(list(out.glob("*.tar")))
+    progress = [line for line in captured.err.splitlines() if line.startswith("rendered ")]
+    assert len(progress) == shards and progress[-1].startswith(f"rendered {shards}/{shards} shards: "), \
+        "a log that is no terminal gets one plain line per finished shard"
+    assert "pages/s, eta " in progress[0]
     assert main(["verify", str(out)]) == 0
     assert main(["inspect", str(out), "--sheet", str(tmp_path / "sheet.png")]) == 0
     assert (tmp_path / "sheet.png").exists()
