@@ -33,7 +33,11 @@ def _multipart_bytes() -> int:
 
 
 class StorageError(RuntimeError):
-    """A storage operation failed for good (after retries)."""
+    """A storage operation failed for good (after retries); `code` is S3's error code when S3 gave one."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -154,19 +158,38 @@ def _client():
     return _client_for(os.getpid(), _max_attempts(), os.environ.get("AWS_ENDPOINT_URL"))
 
 
+def _client_error_text(err, uri: str) -> str:
+    """botocore's error code and message, with what a missing bucket means."""
+    error = err.response.get("Error", {})
+    code, message = error.get("Code", "?"), error.get("Message", "")
+    if code == "NoSuchBucket":
+        return f"S3 error {code}: bucket {_split(uri)[0]!r} does not exist (create it, or check the URI)"
+    return f"S3 error {code}: {message}" if message else f"S3 error {code}"
+
+
 class S3Storage(Storage):
     def _call(self, what: str, uri: str, fn, *args, **kwargs):
         from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
         try:
             return fn(*args, **kwargs)
         except ClientError as err:
-            code = err.response.get("Error", {}).get("Code", "?")
-            raise StorageError(f"{what} {uri} failed: S3 error {code}") from None
-        except (BotoCoreError, S3UploadFailedError) as err:
+            raise StorageError(f"{what} {uri} failed: {_client_error_text(err, uri)}",
+                               code=err.response.get("Error", {}).get("Code")) from None
+        except (NoCredentialsError, PartialCredentialsError) as err:
+            raise StorageError(f"{what} {uri} failed: {err} (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                               "or AWS_PROFILE)") from None
+        except S3UploadFailedError as err:
             # boto3 aborts a failed multipart upload, so nothing half-written becomes visible.
-            raise StorageError(f"{what} {uri} failed after {_max_attempts()} attempts: {type(err).__name__}") from None
+            cause = err.__context__ if isinstance(err.__context__, ClientError) else None
+            text = _client_error_text(cause, uri) if cause else str(err)
+            raise StorageError(f"{what} {uri} failed: {text}") from None
+        except BotoCoreError as err:
+            raise StorageError(f"{what} {uri} failed (retried up to {_max_attempts()} attempts): "
+                               f"{type(err).__name__}: {err}") from None
 
     def read_bytes(self, uri: str) -> bytes:
         bucket, key = _split(uri)
@@ -199,7 +222,7 @@ class S3Storage(Storage):
             self._call("exists", uri, _client().head_object, Bucket=bucket, Key=key)
             return True
         except StorageError as err:
-            if str(err).endswith(("S3 error 404", "S3 error NoSuchKey", "S3 error NotFound")):
+            if err.code in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
 

@@ -89,3 +89,21 @@ def test_local_writes_are_atomic(tmp_path):
     storage.get_storage(str(target)).write_text(str(target), "{}")
     assert target.read_text() == "{}" and oct(target.stat().st_mode & 0o777) == "0o644"
     assert [p.name for p in target.parent.iterdir()] == ["file.json"]
+
+
+def test_missing_bucket_and_missing_credentials_say_what_is_wrong(healthy, tmp_path, monkeypatch):
+    local = tmp_path / "a.txt"
+    local.write_text("a")
+    with pytest.raises(storage.StorageError) as caught:
+        storage.get_storage("s3://no-such-bucket-here/x").upload(local, "s3://no-such-bucket-here/x/a.txt")
+    assert "bucket 'no-such-bucket-here' does not exist" in str(caught.value)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask a metadata address for credentials
+    monkeypatch.setenv("AWS_ENDPOINT_URL", os.environ["AWS_ENDPOINT_URL"] + "/")  # a client made anew
+    with pytest.raises(storage.StorageError) as caught:
+        storage.get_storage(healthy.uri()).read_bytes(healthy.uri("a.txt"))
+    message = str(caught.value)
+    assert "Unable to locate credentials" in message and "AWS_ACCESS_KEY_ID" in message and "attempts" not in message
