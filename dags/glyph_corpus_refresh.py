@@ -46,17 +46,20 @@ def glyph_corpus_refresh():
                                          scheduler=os.environ.get("GLYPH_DASK_SCHEDULER"))
 
     @task(**NETWORK)
-    def verify(rendered_uri: str) -> str:
+    def verify(rendered_uri: str) -> dict:
         from pipeline import orchestrate
 
-        return orchestrate.verify_dataset(rendered_uri)
+        return orchestrate.verify_dataset(rendered_uri)  # the URI and the counts checked
 
     @task(outlets=[DATASET], **NETWORK)
-    def publish(rendered_uri: str, found: dict, outlet_events=None) -> str:
+    def publish(verified: dict, found: dict, outlet_events=None) -> str:
         from pipeline import orchestrate
 
+        rendered_uri = verified["uri"]
         version_uri = orchestrate.publish_version(rendered_uri, ROOT, found["snapshot"])
-        outlet_events[DATASET].extra = {"dataset": rendered_uri, "version": version_uri}  # glyph_train reads it
+        counts = {k: verified[k] for k in ("shards", "samples", "units")}
+        # glyph_train reads "dataset"; the counts say what was published
+        outlet_events[DATASET].extra = {"dataset": rendered_uri, "version": version_uri, **counts}
         return version_uri
 
     found = find_new()

@@ -50,10 +50,10 @@ def glyph_render():
                                          render_config=params["render_config"] or None)
 
     @task(**NETWORK)
-    def verify(rendered_uri: str) -> str:
+    def verify(rendered_uri: str) -> dict:
         from pipeline import orchestrate
 
-        return orchestrate.verify_dataset(rendered_uri)
+        return orchestrate.verify_dataset(rendered_uri)  # the URI and the counts checked
 
     verify(render(shard()))
 

@@ -23,10 +23,9 @@ def no_retry_for_configuration_errors():
     try:
         yield
     except ConfigurationFailed as err:
-        try:
-            from airflow.sdk.exceptions import AirflowFailException
-        except ImportError:  # no Airflow here: the error as it is
+        if "airflow.sdk" not in sys.modules:  # not in an Airflow task (importing Airflow here would configure it)
             raise err from None
+        from airflow.sdk.exceptions import AirflowFailException
 
         class NotRetried(ConfigurationFailed, AirflowFailException):
             """Still a JobFailed for callers outside Airflow; Airflow fails the task without retrying."""
@@ -92,13 +91,20 @@ def render_shards(shards_uri: str, out_uri: str, styles: str, backend: str = "sk
     return out_uri
 
 
-def verify_dataset(uri: str) -> str:
-    from pipeline.corpus.verify import verify_dataset as verify
+def verify_dataset(uri: str, log=print) -> dict:
+    """Check the dataset; fail with its problems, or log and return what was checked (the URI and counts)."""
+    from pipeline.corpus.verify import MANIFEST, verify_dataset as verify
 
     problems = verify(uri)
     if problems:
         raise RuntimeError(f"{uri} does not verify ({len(problems)} problems):\n" + "\n".join(problems[:20]))
-    return uri
+    manifest = json.loads(storage.get_storage(uri).read_text(storage.join(uri, MANIFEST)))
+    counts = {"shards": len(manifest["shards"]), "samples": manifest["samples"], "units": manifest["units"],
+              "skipped": manifest["skipped_count"], "input_units": manifest["input_units"]}
+    log(f"verified {uri}: {counts['shards']} shards (markers, checksums), {counts['samples']} pages decoded, "
+        f"{counts['units']} units joined back to their text, {counts['skipped']} skipped of "
+        f"{counts['input_units']} input units, nothing stray")
+    return {"uri": uri, **counts}
 
 
 def publish_version(dataset_uri: str, state_root: str, snapshot: dict) -> str:

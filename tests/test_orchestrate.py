@@ -20,7 +20,10 @@ def test_render_config_applies_to_every_unit_and_the_log_is_streamed(shards, tmp
     lines: list[str] = []
     out = orchestrate.render_shards(shards, str(tmp_path / "out"), "web=1", workers=1, render_config="dark",
                                     log=lines.append)
-    assert orchestrate.verify_dataset(out) == out
+    logged = []
+    verified = orchestrate.verify_dataset(out, log=logged.append)
+    assert verified["uri"] == out and verified["shards"] >= 1 and verified["samples"] >= verified["units"] >= 1
+    assert logged[0].startswith(f"verified {out}: {verified['shards']} shards") and "pages decoded" in logged[0]
     stats = json.loads(next((tmp_path / "out").glob("*.stats.json")).read_text())
     assert {document["style"] for document in stats["documents"]} == {"dark"}
     assert lines[0].startswith("launching: ") and any("wrote 1 shards" in line for line in lines)
