@@ -234,7 +234,8 @@ class RunLog(TrainerCallback):
         done = state.global_step - self.first_step
         eta = (now - self.started) / max(done, 1) * (state.max_steps - state.global_step)
         record = {"step": state.global_step, "loss": round(float(logs["loss"]), 5), "lr": logs.get("learning_rate"),
-                  "grad_norm": logs.get("grad_norm"), "tokens_per_s": round(tokens / seconds, 1),
+                  "grad_norm": logs.get("grad_norm"),
+                  "tokens_per_s": round(tokens / seconds, 1) if tokens else None,  # GRPO: only generating steps
                   "mfu": round(flops / seconds / self.peak, 5) if self.peak else None,
                   "elapsed_s": round(now - self.started, 2), "eta_s": round(eta, 1), "tasks": tasks,
                   "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -248,8 +249,9 @@ class RunLog(TrainerCallback):
             lr = f"{record['lr']:.3g}" if isinstance(record["lr"], float) else record["lr"]
             rl = "".join(f" {k} {logs[k]:.4g}" for k in ("reward", "clip_ratio/low_mean", "clip_ratio/high_mean",
                                                           "frac_reward_zero_std") if k in logs)
-            print(f"step {state.global_step}/{state.max_steps} loss {record['loss']:.4f} lr {lr}{rl} "
-                  f"tokens/s {record['tokens_per_s']:.0f} eta {_clock(eta)}", flush=True)
+            speed = f" tokens/s {record['tokens_per_s']:.0f}" if record["tokens_per_s"] else ""
+            print(f"step {state.global_step}/{state.max_steps} loss {record['loss']:.4f} lr {lr}{rl}{speed} "
+                  f"eta {_clock(eta)}", flush=True)
 
 
 def _clock(seconds: float) -> str:
