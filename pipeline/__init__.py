@@ -13,3 +13,10 @@ def read_shards(uri, decode: bool = True, shuffle: bool = False, seed: int = 0, 
     from pipeline.corpus.reader import read_shards as _read_shards
 
     return _read_shards(uri, decode=decode, shuffle=shuffle, seed=seed, split=split)
+
+
+def dataset_features():
+    """`datasets.Features` of rendered samples, for `load_dataset("webdataset", data_files=..., features=...)`."""
+    from pipeline.corpus.render_corpus import dataset_features as _features
+
+    return _features()

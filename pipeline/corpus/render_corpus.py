@@ -74,7 +74,9 @@ def render_input_shard(shard: dict, shards_uri: str, out_uri: str, dataset: str,
 
             tarfile.open(final, "w").close()
         checksum, size = storage.file_sha256(final), final.stat().st_size  # before the folder goes
+        index = write_page_index(final, Path(temp) / f"{name}.parquet")
         store.upload(final, storage.join(out_uri, f"{name}.tar"))
+        store.upload(index, storage.join(out_uri, f"{name}.parquet"))
     stats = {
         "shard": f"{name}.tar", "index": shard["index"], "input_shard": shard["shard"],
         "input_units": shard["units"], "units": summary["documents"], "samples": summary["pages"],
@@ -88,6 +90,32 @@ def render_input_shard(shard: dict, shards_uri: str, out_uri: str, dataset: str,
     }
     store.write_text(marker, json.dumps(stats, ensure_ascii=False, sort_keys=True) + "\n")
     return stats
+
+
+PAGE_INDEX_COLUMNS = ("key", "source_id", "page", "chars", "text_tokens", "visual_tokens", "style", "width",
+                      "height", "missing_glyphs")
+
+
+def write_page_index(tar: Path, target: Path) -> Path:
+    """`{shard}.parquet` beside each tar: one row per page, to analyse a dataset without opening its tars."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.corpus.reader import read_shards
+
+    rows = []
+    for sample in read_shards(str(tar), decode=False, split=False):
+        meta = json.loads(sample["json"])
+        rows.append({"key": sample["__key__"], "source_id": meta["source_id"], "page": meta["page"],
+                     "chars": meta["char_end"] - meta["char_start"], "text_tokens": meta["text_tokens"],
+                     "visual_tokens": meta["visual_tokens"], "style": meta["style"], "width": meta["width"],
+                     "height": meta["height"], "missing_glyphs": meta["missing_glyphs"]})
+    schema = pa.schema([("key", pa.string()), ("source_id", pa.string()), ("page", pa.int32()),
+                        ("chars", pa.int64()), ("text_tokens", pa.int64()), ("visual_tokens", pa.int64()),
+                        ("style", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                        ("missing_glyphs", pa.int64())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), target)
+    return target
 
 
 def _records(uri: str):
@@ -215,6 +243,77 @@ def _write_manifest(out_uri: str, shards_uri: str, sharding: dict, settings: Cor
         "shards": [{k: r[k] for k in ("shard", "index", "input_shard", "units", "samples", "bytes", "sha256",
                                       "text_tokens", "visual_tokens")} for r in results],
     }
-    storage.get_storage(out_uri).write_text(storage.join(out_uri, MANIFEST),
-                                            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    store = storage.get_storage(out_uri)
+    store.write_text(storage.join(out_uri, CARD), dataset_card(manifest))
+    store.write_text(storage.join(out_uri, MANIFEST), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
+
+
+CARD = "README.md"
+# The page JSON's fields and their types, for `datasets` (which otherwise guesses from the first rows:
+# an empty `missing_chars` list reads as null-typed, and a later page with one fails to cast).
+PAGE_FEATURES = [
+    ("source_id", "string"), ("style", "string"), ("backend", "string"), ("page", "int64"),
+    ("char_start", "int64"), ("char_end", "int64"), ("text_tokens", "int64"), ("visual_tokens", "int64"),
+    ("compression_ratio", "float64"), ("missing_glyphs", "int64"), ("missing_chars", ["string"]),
+    ("width", "int64"), ("height", "int64"),
+    ("lines", [{"box": ["float64"], "start": "int64", "end": "int64"}]),
+]
+CONFIG_FEATURES = [
+    ("page-size", "string"), ("dpi", "float64"), ("margin-x", "float64"), ("margin-y", "float64"),
+    ("font-path", "string"), ("font-size", "float64"), ("line-height", "float64"), ("font-color", "string"),
+    ("alignment", "string"), ("horizontal-scale", "float64"), ("first-line-indent", "float64"),
+    ("left-indent", "float64"), ("right-indent", "float64"), ("space-before", "float64"),
+    ("space-after", "float64"), ("border-width", "float64"), ("border-padding", "float64"),
+    ("page-bg-color", "string"), ("para-bg-color", "string"), ("para-border-color", "string"),
+    ("auto-crop-width", "bool"), ("auto-crop-last-page", "bool"), ("newline-markup", "string"),
+    ("fallback-fonts", ["string"]), ("tab-size", "int64"), ("line-numbers", "bool"), ("style", "string"),
+]
+
+
+def _feature(name: str, kind) -> dict:
+    """One feature in the Hugging Face card's YAML form."""
+    if isinstance(kind, list):
+        inner = kind[0]
+        if isinstance(inner, dict):
+            return {"name": name, "list": [_feature(k, v) for k, v in inner.items()]}
+        return {"name": name, "list": inner}
+    return {"name": name, "dtype": kind}
+
+
+def dataset_features():
+    """The rendered samples' `datasets.Features` (the same as the card's), for
+    `datasets.load_dataset("webdataset", data_files=..., features=dataset_features())`."""
+    import datasets
+
+    return datasets.Features._from_yaml_list(_card_features())
+
+
+def _card_features() -> list[dict]:
+    page = [_feature(k, v) for k, v in PAGE_FEATURES]
+    page.append({"name": "config", "struct": [_feature(k, v) for k, v in CONFIG_FEATURES]})
+    return [{"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"},
+            {"name": "png", "dtype": "image"}, {"name": "txt", "dtype": "string"}, {"name": "json", "struct": page}]
+
+
+def dataset_card(manifest: dict) -> str:
+    """README.md with the features, so `datasets.load_dataset("webdataset", ...)` or on the folder reads typed rows."""
+    import yaml
+
+    features = _card_features()
+    header = {"configs": [{"config_name": "default",
+                           "data_files": [{"split": manifest["split"], "path": "*.tar"}]}],
+              "dataset_info": {"features": features}}
+    return ("---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n"
+            f"# {manifest['dataset']} ({manifest['split']})\n\n"
+            f"{manifest['pages']} rendered pages of {manifest['units']} text units, "
+            f"{manifest['text_tokens']} text tokens as {manifest['visual_tokens']} visual tokens "
+            f"(compression {manifest['compression_ratio']}), styles {manifest['styles']}.\n\n"
+            "Each sample: `png` (the page), `txt` (exactly the text drawn on it), `json` (metadata; `lines` maps\n"
+            "each line's pixel box to its characters of the unit's text, the page holding `char_start` to\n"
+            "`char_end`). `manifest.json` lists the shards; each\n"
+            "`*.parquet` beside a tar has one row per page.\n\n"
+            "```python\n"
+            "import datasets\n"
+            "pages = datasets.load_dataset(\"path/to/this/folder\", split=\"train\", streaming=True)\n"
+            "```\n")

@@ -20,7 +20,7 @@ from pipeline import storage
 from pipeline.corpus.render_corpus import MANIFEST
 from pipeline.corpus.sharder import read_units
 
-EXPECTED_EXTRA = {MANIFEST}
+EXPECTED_EXTRA = {MANIFEST, "README.md"}
 
 
 def verify_dataset(uri: str) -> list[str]:
@@ -35,7 +35,7 @@ def verify_dataset(uri: str) -> list[str]:
     rendered = skipped = 0
     for shard in manifest["shards"]:
         name = shard["shard"]
-        expected |= {name, name[: -len(".tar")] + ".stats.json"}
+        expected |= {name, name[: -len(".tar")] + ".stats.json", name[: -len(".tar")] + ".parquet"}
         shard_problems, counts = _verify_shard(uri, manifest["input"], shard)
         problems += shard_problems
         rendered += counts[0]
@@ -49,6 +49,20 @@ def verify_dataset(uri: str) -> list[str]:
     return problems
 
 
+def _verify_page_index(uri: str, name: str, stats: dict) -> list[str]:
+    """The shard's `.parquet` page index exists and has one row per page."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    index_uri = storage.join(uri, name[: -len(".tar")] + ".parquet")
+    try:
+        rows = pq.ParquetFile(io.BytesIO(storage.get_storage(uri).read_bytes(index_uri))).metadata.num_rows
+    except (storage.StorageError, FileNotFoundError):
+        return [f"{index_uri}: page index missing"]
+    return [] if rows == stats["samples"] else [f"{index_uri}: {rows} rows for {stats['samples']} pages"]
+
+
 def _verify_shard(uri: str, input_uri: str, shard: dict) -> tuple[list[str], tuple[int, int]]:
     store = storage.get_storage(uri)
     name = shard["shard"]
@@ -57,7 +71,7 @@ def _verify_shard(uri: str, input_uri: str, shard: dict) -> tuple[list[str], tup
     if not store.exists(stats_uri):
         return [f"{stats_uri}: completion marker missing"], (0, 0)
     stats = json.loads(store.read_text(stats_uri))
-    problems = []
+    problems = _verify_page_index(uri, name, stats)
     with tempfile.TemporaryDirectory(prefix="glyph-verify-") as temp:
         local = Path(temp) / name
         try:

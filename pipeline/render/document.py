@@ -22,7 +22,7 @@ class RenderedPage:
     char_start: int
     char_end: int
     pixels: np.ndarray
-    lines: list[list[float]]  # [x0, y0, x1, y1, char_start, char_end] in pixels
+    lines: list[dict]  # {"box": [x0, y0, x1, y1] in pixels, "start", "end": characters of the document's text}
     missing_glyphs: int
     missing_chars: list[str]
     text_tokens: int

@@ -62,11 +62,13 @@ def crop_box(cfg: RenderConfig, page: PageLayout, is_last: bool, size: tuple[int
     return width, height
 
 
-def line_boxes(cfg: RenderConfig, page: PageLayout) -> list[list[float]]:
-    """[x0, y0, x1, y1, char_start, char_end] per line, in pixels of the final page."""
+def line_boxes(cfg: RenderConfig, page: PageLayout) -> list[dict]:
+    """Per line: its box [x0, y0, x1, y1] in pixels of the final page (floats) and the characters of the
+    document's text it holds, [start, end) (integers): one type per field, so Arrow and `datasets` read
+    them typed."""
     sx, sy = cfg.scale * cfg.horizontal_scale, cfg.scale
     return [
-        [round(line.x0 * sx, 1), round(line.top * sy, 1), round(line.x1 * sx, 1),
-         round((line.top + cfg.line_height) * sy, 1), line.start, line.end]
+        {"box": [round(line.x0 * sx, 1), round(line.top * sy, 1), round(line.x1 * sx, 1),
+                 round((line.top + cfg.line_height) * sy, 1)], "start": int(line.start), "end": int(line.end)}
         for line in page.lines
     ]
