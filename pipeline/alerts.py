@@ -47,8 +47,24 @@ def describe(event: str, context) -> dict:
         where, detail = f"{dag_id}.{record['task_id']}", ""
         if record["max_tries"] is not None:
             detail = f" (try {record['try_number']} of {record['max_tries'] + 1})"
-    record["text"] = f"glyph: {where} {event}{detail} in {run_id}: {lines[0] if lines else ''}"
+    record["text"] = f"glyph: {where} {event}{detail} in {run_id}: {_reason(lines)}"
     return record
+
+
+def _reason(lines: list[str]) -> str:
+    """The error's first line, and where that only introduces a job's output, the output's last line too
+    (the job's own one-line `error: ...`).
+
+    >>> _reason(["JobFailed: python -m training.pretrain exited with 2:", "step 1", "error: --data x: no such file"])
+    'JobFailed: python -m training.pretrain exited with 2: error: --data x: no such file'
+    >>> _reason(["ValueError: bad value"])
+    'ValueError: bad value'
+    """
+    if not lines:
+        return ""
+    first = lines[0].rstrip()
+    rest = [line.strip() for line in lines[1:] if line.strip()]
+    return f"{first} {rest[-1]}" if first.endswith(":") and rest else first
 
 
 def _alert(event: str, context) -> None:

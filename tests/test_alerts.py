@@ -25,7 +25,8 @@ def test_failure_posts_one_clear_line(receiver, monkeypatch, capsys):
     alerts.task_failed(task_context())
     [body] = receiver.bodies
     assert body["text"] == ("glyph: glyph_train.pretrain failed (try 2 of 3) in manual__1: "
-                            "RuntimeError: training.pretrain exited with 1:")
+                            "RuntimeError: training.pretrain exited with 1: OSError: no model at /x"), \
+        "the one line ends with the job's own reason, not an empty colon"
     assert body["event"] == "failed" and body["error"].endswith("OSError: no model at /x")
     assert body["text"] in capsys.readouterr().out
 
@@ -36,7 +37,8 @@ def test_run_failure_without_a_task(receiver, monkeypatch):
     alerts.run_failed({**task_context(), "reason": "task_failure"})
     assert [body["text"] for body in receiver.bodies] == [
         "glyph: glyph_render run failed in r1: task_failure",
-        "glyph: glyph_train run failed (task pretrain) in manual__1: RuntimeError: training.pretrain exited with 1:"]
+        "glyph: glyph_train run failed (task pretrain) in manual__1: RuntimeError: training.pretrain exited with 1: "
+        "OSError: no model at /x"]
 
 
 @pytest.mark.parametrize("target", ["unreachable", "error500"])

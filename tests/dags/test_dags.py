@@ -121,6 +121,7 @@ def test_glyph_train_chains_the_stages(airflow_env, tmp_path, sample_docs, monke
     assert "exited with 2" in receiver.bodies[0]["error"] and "no such folder" in receiver.bodies[0]["error"], \
         "the alert carries the job's error"
     assert receiver.bodies[1]["text"].startswith("glyph: glyph_train run failed (task pretrain) in manual__")
+    assert receiver.bodies[0]["text"].endswith(": no such folder"), "the alert line says why, in one line"
 
 
 def test_render_search_then_render_with_its_best_config(airflow_env, s3, tmp_path):
