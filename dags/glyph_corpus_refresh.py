@@ -37,7 +37,7 @@ def glyph_corpus_refresh():
         return orchestrate.shard_corpus(found["changed"], storage.join(run_root, "input"))
 
     @task(**NETWORK)
-    def render(shards_uri: str, run_id=None) -> str:
+    def render(shards_uri: str, run_id=None) -> dict:  # URI, pages, tokens, compression ratio
         from pipeline import orchestrate, storage
 
         styles = os.environ.get("GLYPH_STYLES", "document=0.4,web=0.2,code=0.2,dark=0.2")
@@ -46,10 +46,10 @@ def glyph_corpus_refresh():
                                          scheduler=os.environ.get("GLYPH_DASK_SCHEDULER"))
 
     @task(**NETWORK)
-    def verify(rendered_uri: str) -> dict:
+    def verify(rendered: dict) -> dict:
         from pipeline import orchestrate
 
-        return orchestrate.verify_dataset(rendered_uri)  # the URI and the counts checked
+        return orchestrate.verify_dataset(rendered)  # the render's summary and the counts checked
 
     @task(outlets=[DATASET], **NETWORK)
     def publish(verified: dict, found: dict, outlet_events=None) -> str:
@@ -57,7 +57,8 @@ def glyph_corpus_refresh():
 
         rendered_uri = verified["uri"]
         version_uri = orchestrate.publish_version(rendered_uri, ROOT, found["snapshot"])
-        counts = {k: verified[k] for k in ("shards", "samples", "units")}
+        counts = {k: verified[k] for k in ("shards", "pages", "units", "text_tokens", "visual_tokens",
+                                           "compression_ratio")}
         # glyph_train reads "dataset"; the counts say what was published
         outlet_events[DATASET].extra = {"dataset": rendered_uri, "version": version_uri, **counts}
         return version_uri

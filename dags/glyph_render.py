@@ -42,7 +42,7 @@ def glyph_render():
                                         num_shards=params["num_shards"])
 
     @task(**NETWORK)
-    def render(shards_uri: str, params=None) -> str:
+    def render(shards_uri: str, params=None) -> dict:  # URI, pages, tokens, compression ratio
         from pipeline import orchestrate, storage
 
         return orchestrate.render_shards(shards_uri, storage.join(params["output_uri"], "rendered"),
@@ -50,10 +50,10 @@ def glyph_render():
                                          render_config=params["render_config"] or None)
 
     @task(**NETWORK)
-    def verify(rendered_uri: str) -> dict:
+    def verify(rendered: dict) -> dict:
         from pipeline import orchestrate
 
-        return orchestrate.verify_dataset(rendered_uri)  # the URI and the counts checked
+        return orchestrate.verify_dataset(rendered)  # the render's summary and the counts checked
 
     verify(render(shard()))
 

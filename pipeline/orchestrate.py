@@ -88,13 +88,25 @@ def render_shards(shards_uri: str, out_uri: str, styles: str, backend: str = "sk
             command += [flag, str(value)]
     with no_retry_for_configuration_errors():
         run_streamed(command, log)
-    return out_uri
+    return render_summary(out_uri)
 
 
-def verify_dataset(uri: str, log=print) -> dict:
-    """Check the dataset; fail with its problems, or log and return what was checked (the URI and counts)."""
+def render_summary(uri: str) -> dict:
+    """What a finished render made, from its manifest: the URI, pages, units, tokens and compression."""
+    from pipeline.corpus.verify import MANIFEST
+
+    manifest = json.loads(storage.get_storage(uri).read_text(storage.join(uri, MANIFEST)))
+    keys = ("units", "pages", "text_tokens", "visual_tokens", "compression_ratio", "skipped_count", "styles")
+    return {"uri": uri, **{k: manifest[k] for k in keys}}
+
+
+def verify_dataset(rendered: str | dict, log=print) -> dict:
+    """Check the dataset (a URI, or a render's summary); fail with its problems, or log and return what was
+    checked: the render's summary, or the URI, with the counts."""
     from pipeline.corpus.verify import MANIFEST, verify_dataset as verify
 
+    summary = rendered if isinstance(rendered, dict) else {"uri": rendered}
+    uri = summary["uri"]
     problems = verify(uri)
     if problems:
         raise RuntimeError(f"{uri} does not verify ({len(problems)} problems):\n" + "\n".join(problems[:20]))
@@ -104,7 +116,7 @@ def verify_dataset(uri: str, log=print) -> dict:
     log(f"verified {uri}: {counts['shards']} shards (markers, checksums), {counts['samples']} pages decoded, "
         f"{counts['units']} units joined back to their text, {counts['skipped']} skipped of "
         f"{counts['input_units']} input units, nothing stray")
-    return {"uri": uri, **counts}
+    return {**summary, **counts}
 
 
 def publish_version(dataset_uri: str, state_root: str, snapshot: dict) -> str:

@@ -18,11 +18,14 @@ def shards(tmp_path_factory, sample_docs):
 
 def test_render_config_applies_to_every_unit_and_the_log_is_streamed(shards, tmp_path):
     lines: list[str] = []
-    out = orchestrate.render_shards(shards, str(tmp_path / "out"), "web=1", workers=1, render_config="dark",
-                                    log=lines.append)
+    out = str(tmp_path / "out")
+    rendered = orchestrate.render_shards(shards, out, "web=1", workers=1, render_config="dark", log=lines.append)
+    assert rendered["uri"] == out and rendered["pages"] >= rendered["units"] >= 1
+    assert rendered["compression_ratio"] > 1 and rendered["visual_tokens"] > 0, "the render's summary is returned"
     logged = []
-    verified = orchestrate.verify_dataset(out, log=logged.append)
-    assert verified["uri"] == out and verified["shards"] >= 1 and verified["samples"] >= verified["units"] >= 1
+    verified = orchestrate.verify_dataset(rendered, log=logged.append)
+    assert verified["uri"] == out and verified["shards"] >= 1 and verified["samples"] == rendered["pages"]
+    assert verified["compression_ratio"] == rendered["compression_ratio"]
     assert logged[0].startswith(f"verified {out}: {verified['shards']} shards") and "pages decoded" in logged[0]
     stats = json.loads(next((tmp_path / "out").glob("*.stats.json")).read_text())
     assert {document["style"] for document in stats["documents"]} == {"dark"}

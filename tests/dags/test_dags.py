@@ -73,6 +73,7 @@ def test_refresh_publishes_then_exits_early_when_nothing_is_new(airflow_env, s3,
         events = [(event.asset.name, event.extra) for event in session.query(AssetEvent).all()]
     [(name, extra)] = [e for e in events if e[0] == "glyph_corpus"]
     assert extra["dataset"] == json.loads(latest)["dataset"], "the event names the dataset glyph_train will use"
+    assert extra["pages"] >= extra["units"] >= 1 and extra["compression_ratio"] > 0, "and what it holds"
 
     second = get_dag("glyph_corpus_refresh").test()
     states = {ti.task_id: str(ti.state) for ti in second.get_task_instances()}
