@@ -15,4 +15,29 @@ export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}
 export PATH=$PWD/.venv/bin:$PATH   # standalone starts its components as `airflow ...`
 mkdir -p "$AIRFLOW_HOME"
-exec airflow standalone
+# Ctrl-C reaches the terminal's whole foreground group at once, and standalone's components, hit
+# together, leave processes running. So standalone runs in a process group of its own (job control
+# on), and Ctrl-C reaches this script only, which stops standalone as standalone expects: SIGINT to it
+# alone; then whatever of its group is left, after 30 s, gets SIGTERM, then SIGKILL.
+set -m
+airflow standalone &
+PID=$!
+echo "started airflow standalone (process group $PID); Ctrl-C stops it"
+stop() {
+    trap - INT TERM
+    echo "stopping airflow standalone..."
+    kill -INT "$PID" 2>/dev/null || true
+    for _ in $(seq 1 30); do
+        pgrep -g "$PID" >/dev/null || break
+        sleep 1
+    done
+    if pgrep -g "$PID" >/dev/null; then
+        kill -TERM -- "-$PID" 2>/dev/null || true
+        sleep 5
+        kill -KILL -- "-$PID" 2>/dev/null || true
+    fi
+    echo "stopped"
+    exit 0
+}
+trap stop INT TERM
+wait "$PID"
