@@ -104,8 +104,6 @@ def test_scheduled_refresh_publishes_and_its_asset_event_starts_training(airflow
 def test_trigger_forms_in_a_real_browser(airflow_server, tmp_path, sample_docs):
     """Chromium opens each DAG's trigger form: Trigger is enabled with the defaults; glyph_render is filled in
     (a corpus, an output, a bare style name) and triggered by a click, and the run renders what was asked."""
-    import time
-
     from playwright.sync_api import expect
 
     from tests.support.browser import browser_page, open_trigger_form

@@ -117,7 +117,8 @@ def test_a_released_glm41v_folder_loads_without_torchvision(tiny, tmp_path):
     config = json.loads((folder / "processor_config.json").read_text())
     (folder / "processor_config.json").unlink()
     (folder / "preprocessor_config.json").write_text(json.dumps(
-        {**config["image_processor"], "image_processor_type": "Glm4vImageProcessor", "processor_class": "Glm4vProcessor"}))
+        {**config["image_processor"], "image_processor_type": "Glm4vImageProcessor",
+         "processor_class": "Glm4vProcessor"}))
     (folder / "video_preprocessor_config.json").write_text(json.dumps(
         {"video_processor_type": "Glm4vVideoProcessor", "processor_class": "Glm4vProcessor"}))
     model, processor = load_model_and_processor(str(folder))

@@ -213,8 +213,9 @@ def test_preview_shows_the_official_layout_for_pretraining(setup):
 
     for line in lines:
         head, _, rest = line["prompt"].partition("<|assistant|>\n")
-        assert re.fullmatch(r"\[gMASK\]<sop><\|user\|>\n<\|begin_of_image\|><\|image\|>x\d+<\|end_of_image\|>.*"
-                            r"(Read all the text in the image\(s\)\.|Continue the (text|document)\.)", head, re.S), head[:300]
+        layout = (r"\[gMASK\]<sop><\|user\|>\n<\|begin_of_image\|><\|image\|>x\d+<\|end_of_image\|>.*"
+                  r"(Read all the text in the image\(s\)\.|Continue the (text|document)\.)")
+        assert re.fullmatch(layout, head, re.S), head[:300]
         assert rest == line["target"], "everything after the assistant tag is supervised, nothing before"
         assert line["prompt"].endswith(line["target"]) and line["target"].endswith("<|user|>")
         assert line["tokens"] <= 2048

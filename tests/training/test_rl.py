@@ -36,10 +36,10 @@ def tiny(tmp_path_factory, sample_docs):
 
 
 def rl(tiny, out, *extra, launcher=None, timeout=600, module_flag=True):
-    command = (launcher or [sys.executable]) + (["-m"] if module_flag else []) + ["training.rl", "--config", "configs/train/rl.yaml", "--model",
-                                                str(tiny / "model"), "--data", str(tiny / "prompts.jsonl"),
-                                                "--output-dir", str(out), "--ocr-ratio", "1", "--rewards",
-                                                "exact_match", "--learning-rate", "0.01", *extra]
+    args = ["training.rl", "--config", "configs/train/rl.yaml", "--model", str(tiny / "model"), "--data",
+            str(tiny / "prompts.jsonl"), "--output-dir", str(out), "--ocr-ratio", "1", "--rewards", "exact_match",
+            "--learning-rate", "0.01", *extra]
+    command = (launcher or [sys.executable]) + (["-m"] if module_flag else []) + args
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env(), cwd=REPO)
 
 
