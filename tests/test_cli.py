@@ -174,3 +174,9 @@ def test_render_into_a_used_folder_needs_overwrite(tmp_path, capsys):
     assert main(["render", "--text", str(doc), "--out", str(out), "--overwrite"]) == 0
     assert sorted(p.name for p in out.glob("*.tar")) == ["doc-000000.tar"], "no stray tar from before"
     assert (out / "notes.txt").read_text() == "the user's own file"
+
+
+def test_shard_of_a_missing_input_is_an_error(tmp_path, capsys):
+    assert main(["shard", str(tmp_path / "typo.jsonl"), "--out", str(tmp_path / "input")]) == 2
+    assert "typo.jsonl: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "input").exists()

@@ -52,8 +52,8 @@ class CorpusReader:
     def __iter__(self) -> Iterator[RawDocument | Skip]:
         for input_uri in self.inputs:
             objects = storage.list_uris(input_uri)
-            if not objects:
-                yield Skip(input_uri, None, "input not found or empty folder")
+            if not objects:  # a mistyped path must not shard into an empty dataset that renders and verifies
+                raise FileNotFoundError(f"input {input_uri}: no such file, or an empty folder")
             for obj in objects:
                 yield from self._read_object(input_uri, obj)
 

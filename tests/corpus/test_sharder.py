@@ -88,18 +88,19 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path):
     (root / "zero.txt").write_bytes(b"")
     (root / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     (root / "image.png").write_bytes(b"\x89PNG")
-    summary = CorpusSharder(ShardSettings(num_shards=1)).run([str(root), str(tmp_path / "missing")],
-                                                             str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="missing: no such file"):  # a missing input is an error
+        CorpusSharder(ShardSettings(num_shards=1)).run([str(root), str(tmp_path / "missing")], str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists(), "nothing published"
+    summary = CorpusSharder(ShardSettings(num_shards=1)).run([str(root)], str(tmp_path / "out"))
     reasons = {(s["id"], s["reason"].split(":")[0]) for s in summary["skipped"]}
     assert summary["documents"] == 1 and summary["units"] == 1
     assert {r for _, r in reasons} >= {"invalid JSON", "no 'text' field", "duplicate id", "empty document",
-                                       "text is not valid Unicode", "record is not a JSON object", "zero-byte file",
-                                       "input not found or empty folder"}
+                                       "text is not valid Unicode", "record is not a JSON object", "zero-byte file"}
     assert ("copy", "duplicate content of 'ok'") in reasons
     assert ("latin1.txt", "text is not valid Unicode") in reasons
     assert any("unsupported file type '.png'" in s["reason"] for s in summary["skipped"])
     assert (None, "not valid UTF-8 at byte 28") in reasons
-    assert summary["skipped_count"] == 12
+    assert summary["skipped_count"] == 11
 
 
 def test_fifty_megabyte_document_streams_in_bounded_memory(tmp_path):
