@@ -170,30 +170,19 @@ def judge_client(cfg: TrainConfig):
 
 def main(argv=None) -> int:
     cfg = parse_config(argv, description=__doc__)
-    import torch
     from trl import GRPOTrainer
 
     from training.data.chat import ChatEncoder
-    from training.outputs import local_output, sync_down
-    from training.models import load_model_and_processor
+    from training.data.sft import data_files
     from training.rewards import get_reward, trl_rewards
-    from training.trainer import (CheckpointSync, Progress, RunLog, attention_implementation, ensure_distributed_env,
-                                  export, resume_point)
+    from training.trainer import Progress, finish_run, run_callbacks, stage_output, start_run
 
     for name in cfg.rewards:
         get_reward(name)  # an unknown name fails before anything loads
-    from training.data.sft import data_files
-
     data_files(cfg.data)
-    ensure_distributed_env()
-    local = local_output(cfg.output_dir)
-    args = grpo_arguments(cfg, local)  # before the model: ZeRO-3 then loads it already partitioned
-    with args.main_process_first(local=True):
-        if args.local_process_index == 0:
-            sync_down(cfg.output_dir, local)
-    checkpoint, _ = resume_point(args, cfg, 0)
-    model, processor = load_model_and_processor(cfg.model, dtype=torch.bfloat16 if args.bf16 else None,
-                                                attn_implementation=attention_implementation(cfg))
+    local = stage_output(cfg)
+    args = grpo_arguments(cfg, local)
+    checkpoint, _, model, processor = start_run(cfg, args, local, workers=0)
     prompts = PromptSet(cfg, processor, ChatEncoder(processor))
     if args.process_index == 0:
         print(f"{len(prompts.rows)} RL prompts; skipped: {dict(prompts.stream.skipped) or 'none'}", flush=True)
@@ -202,18 +191,10 @@ def main(argv=None) -> int:
     functions, weights = trl_rewards(cfg.rewards, processor.tokenizer,
                                      set(stops) | {processor.tokenizer.pad_token_id}, judge_client(cfg))
     args.reward_weights = weights
-    text = model.config.get_text_config()
-    progress = Progress()
-    callbacks = [RunLog(cfg, local, progress, sum(p.numel() for p in model.parameters()), text.num_hidden_layers,
-                        text.hidden_size), CheckpointSync(cfg, local, progress, 0)]
     trainer = GRPOTrainer(model=model, processing_class=processor, reward_funcs=functions, args=args,
-                          train_dataset=prompts.dataset(), callbacks=callbacks)
-    if not sys.stderr.isatty():
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    export(trainer, processor, cfg, local, args)
+                          train_dataset=prompts.dataset(),
+                          callbacks=run_callbacks(cfg, local, model, Progress(), workers=0))
+    finish_run(trainer, processor, cfg, local, checkpoint)
     return 0
 
 

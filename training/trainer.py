@@ -294,21 +294,24 @@ def resume_point(args: TrainingArguments, cfg: TrainConfig, workers: int) -> tup
     return str(folder), saved
 
 
-def train(cfg: TrainConfig, make_dataset) -> int:
-    """Build arguments, model and data; train (resuming where a checkpoint says); export the model."""
-    from training.models import load_model_and_processor
-
+def stage_output(cfg: TrainConfig) -> str:
+    """Set up the process for a stage and return where it writes (an s3:// output is staged locally)."""
     ensure_distributed_env()
     if not sys.stderr.isatty():  # task logs: no progress bars from loading and saving
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    local = local_output(cfg.output_dir)  # an s3:// output is staged here and copied up
-    args = training_arguments(cfg, local)  # before the model: ZeRO-3 then loads it already partitioned
+    return local_output(cfg.output_dir)
+
+
+def start_run(cfg: TrainConfig, args: TrainingArguments, local: str, workers: int):
+    """(checkpoint, data position, model, processor): an s3:// output mirrored down, the newest complete
+    checkpoint found, the model loaded (after the arguments, so ZeRO-3 loads it already partitioned)."""
+    from training.models import load_model_and_processor
+
     with args.main_process_first(local=True):
         if args.local_process_index == 0:
             sync_down(cfg.output_dir, local)
-    workers = cfg.dataloader_workers
     checkpoint, position = resume_point(args, cfg, workers)
     if cfg.model.startswith(("/", "./", "../", "~")) and not Path(cfg.model).expanduser().is_dir():
         raise UsageError(f"--model {cfg.model}: no such folder")
@@ -317,24 +320,42 @@ def train(cfg: TrainConfig, make_dataset) -> int:
                                                     attn_implementation=attention_implementation(cfg))
     except OSError as err:
         raise UsageError(f"--model {cfg.model}: cannot load a model there ({str(err).splitlines()[0]})") from None
-    model.config.use_cache = False
-    dataset = make_dataset(processor, args.process_index, args.world_size, position)
-    progress = Progress()
-    progress.positions = {int(k): v for k, v in position.get("positions", {}).items()}
-    progress.batches = position.get("batches", 0)
+    return checkpoint, position, model, processor
+
+
+def run_callbacks(cfg: TrainConfig, local: str, model, progress: Progress, workers: int) -> list:
+    """Plain progress lines and metrics.jsonl; data positions and the s3:// upload with every checkpoint."""
     text = model.config.get_text_config()
     params = sum(p.numel() for p in model.parameters())
-    callbacks = [RunLog(cfg, local, progress, params, text.num_hidden_layers, text.hidden_size),
-                 CheckpointSync(cfg, local, progress, workers)]
-    trainer = GlyphTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                           data_collator=Collator(processor.tokenizer.pad_token_id), callbacks=callbacks,
-                           cfg=cfg, progress=progress)
+    return [RunLog(cfg, local, progress, params, text.num_hidden_layers, text.hidden_size),
+            CheckpointSync(cfg, local, progress, workers)]
+
+
+def finish_run(trainer: Trainer, processor, cfg: TrainConfig, local: str, checkpoint: str | None) -> None:
+    """Train from the checkpoint (or the start), then export the model."""
     if not sys.stderr.isatty():
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # RunLog prints plain lines instead of dicts
     trainer.train(resume_from_checkpoint=checkpoint)
-    export(trainer, processor, cfg, local, args)
+    export(trainer, processor, cfg, local, trainer.args)
+
+
+def train(cfg: TrainConfig, make_dataset) -> int:
+    """Build arguments, model and data; train (resuming where a checkpoint says); export the model."""
+    local = stage_output(cfg)
+    args = training_arguments(cfg, local)
+    workers = cfg.dataloader_workers
+    checkpoint, position, model, processor = start_run(cfg, args, local, workers)
+    model.config.use_cache = False
+    dataset = make_dataset(processor, args.process_index, args.world_size, position)
+    progress = Progress()
+    progress.positions = {int(k): v for k, v in position.get("positions", {}).items()}
+    progress.batches = position.get("batches", 0)
+    trainer = GlyphTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                           data_collator=Collator(processor.tokenizer.pad_token_id),
+                           callbacks=run_callbacks(cfg, local, model, progress, workers), cfg=cfg, progress=progress)
+    finish_run(trainer, processor, cfg, local, checkpoint)
     return 0
 
 
@@ -348,13 +369,9 @@ def export(trainer: Trainer, processor, cfg: TrainConfig, local: str, args: Trai
     if args.process_index == 0:
         sync_up(local, cfg.output_dir, 0, only="model")
         sync_up(local, cfg.output_dir, 0, only="metrics.jsonl")
-        print(f"exported the model to {storage_join(cfg.output_dir, 'model')}", flush=True)
+        from pipeline import storage
 
-
-def storage_join(base: str, name: str) -> str:
-    from pipeline import storage
-
-    return storage.join(base, name)
+        print(f"exported the model to {storage.join(cfg.output_dir, 'model')}", flush=True)
 
 
 def write_parameter_digest(trainer: Trainer, local: str, rank: int) -> None:
