@@ -253,7 +253,8 @@ CARD = "README.md"
 # The page JSON's fields and their types, for `datasets` (which otherwise guesses from the first rows:
 # an empty `missing_chars` list reads as null-typed, and a later page with one fails to cast).
 PAGE_FEATURES = [
-    ("source_id", "string"), ("style", "string"), ("backend", "string"), ("page", "int64"),
+    ("source_id", "string"), ("doc_id", "string"), ("unit", "int64"), ("unit_start", "int64"),
+    ("unit_end", "int64"), ("style", "string"), ("backend", "string"), ("page", "int64"),
     ("char_start", "int64"), ("char_end", "int64"), ("text_tokens", "int64"), ("visual_tokens", "int64"),
     ("compression_ratio", "float64"), ("missing_glyphs", "int64"), ("missing_chars", ["string"]),
     ("width", "int64"), ("height", "int64"),
