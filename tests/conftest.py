@@ -48,7 +48,7 @@ def s3():
     os.environ.update({
         "AWS_ACCESS_KEY_ID": "test-access-key", "AWS_SECRET_ACCESS_KEY": "test-secret-do-not-log",
         "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
-        "GLYPH_S3_MAX_ATTEMPTS": "4",
+        "GLYPH_S3_RETRY_SECONDS": "6",  # the default, 90 s, is for production outages
     })
     service = S3Service(proxy, "glyph-test")
     service.client().create_bucket(Bucket=service.bucket)

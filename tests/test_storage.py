@@ -107,3 +107,127 @@ def test_missing_bucket_and_missing_credentials_say_what_is_wrong(healthy, tmp_p
         storage.get_storage(healthy.uri()).read_bytes(healthy.uri("a.txt"))
     message = str(caught.value)
     assert "Unable to locate credentials" in message and "AWS_ACCESS_KEY_ID" in message and "attempts" not in message
+
+
+def _attempts(message: str) -> int:
+    import re
+
+    found = re.search(r"\((\d+) attempts over", message)
+    return int(found.group(1)) if found else 1
+
+
+def test_attempt_counts_are_true_after_many_failing_calls(healthy, monkeypatch):
+    """botocore's standard mode stops retrying once a process has seen a few failures; ours keeps its budget,
+    and each message's count of attempts is the number of connections the server saw."""
+    monkeypatch.setenv("GLYPH_S3_RETRY_SECONDS", "1.5")
+    healthy.proxy.fail("down")
+    stated = []
+    for number in range(5):
+        with pytest.raises(storage.StorageError) as caught:
+            storage.get_storage(healthy.uri()).write_text(healthy.uri(f"count-{number}.txt"), "x")
+        stated.append(_attempts(str(caught.value)))
+    assert min(stated) >= 3, stated  # the fifth call retried as much as the first
+    assert sum(stated) == healthy.proxy.faulted
+
+
+@pytest.mark.slow
+def test_a_sixty_second_outage_is_ridden_out_with_the_default_budget(healthy, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.delenv("GLYPH_S3_RETRY_SECONDS")  # the default budget
+    healthy.proxy.fail("down")
+    refused = []
+
+    def end_outage():
+        refused.append(healthy.proxy.faulted)  # connections reset during the outage
+        healthy.proxy.heal()
+
+    timer = threading.Timer(60, end_outage)
+    timer.start()
+    started = time.monotonic()
+    try:
+        storage.get_storage(healthy.uri()).write_text(healthy.uri("after-outage.txt"), "made it")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started >= 60 and refused[0] > 5
+    assert storage.get_storage(healthy.uri()).read_text(healthy.uri("after-outage.txt")) == "made it"
+
+
+def test_an_endpoint_that_never_answers_cannot_hold_a_call(monkeypatch):
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # accepts connections (the kernel does) and never answers
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.setenv("GLYPH_S3_READ_TIMEOUT", "1")
+    monkeypatch.setenv("GLYPH_S3_RETRY_SECONDS", "3")
+    for name, value in (("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    started = time.monotonic()
+    try:
+        with pytest.raises(storage.StorageError) as caught:
+            storage.get_storage("s3://silent/x").read_bytes("s3://silent/x/a.txt")
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 3 + 2 * 1 + 2  # the budget, one attempt's timeout, slack
+    assert "timeout" in str(caught.value).lower() and _attempts(str(caught.value)) >= 2
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_conditional_create_replace_and_delete(kind, tmp_path, healthy):
+    base = str(tmp_path) if kind == "local" else healthy.uri(f"cond-{os.getpid()}")
+    uri = storage.join(base, "lock.json")
+    store = storage.get_storage(base)
+    assert store.read_versioned(uri) is None
+    created = store.create_exclusive(uri, b"first")
+    assert created and store.create_exclusive(uri, b"second") is None
+    data, version = store.read_versioned(uri)
+    assert data == b"first" and version == created
+    replaced = store.replace_if(uri, b"third", version)
+    assert replaced and replaced != version
+    assert store.replace_if(uri, b"fourth", version) is None, "the version it was read at has gone"
+    assert not store.delete_if(uri, version)
+    data, version = store.read_versioned(uri)
+    assert data == b"third" and store.delete_if(uri, version) and not store.exists(uri)
+
+
+def test_stale_multipart_uploads_under_the_prefix_are_aborted(healthy):
+    import time
+
+    client = healthy.client()
+    mine = client.create_multipart_upload(Bucket=healthy.bucket, Key="mp/out/a.tar")["UploadId"]
+    client.upload_part(Bucket=healthy.bucket, Key="mp/out/a.tar", UploadId=mine, PartNumber=1, Body=b"x" * 100)
+    other = client.create_multipart_upload(Bucket=healthy.bucket, Key="mp/elsewhere/b.tar")["UploadId"]
+    aborted = storage.S3Storage().abort_stale_uploads(healthy.uri("mp/out"), started_before=time.time() + 5)
+    assert aborted == [healthy.uri("mp/out/a.tar")]
+    left = {u["UploadId"] for u in client.list_multipart_uploads(Bucket=healthy.bucket).get("Uploads", [])}
+    assert other in left and mine not in left
+    client.abort_multipart_upload(Bucket=healthy.bucket, Key="mp/elsewhere/b.tar", UploadId=other)
+    # (moto reports every upload as begun in 2010, so that uploads begun after the cut-off are kept is
+    # left to S3's own Initiated times; the comparison is the one line in abort_stale_uploads.)
+
+
+def test_file_uris_are_local_paths_and_uris_become_absolute(tmp_path, monkeypatch):
+    target = tmp_path / "a b" / "x.txt"
+    uri = "file://" + str(target).replace(" ", "%20")
+    storage.get_storage(uri).write_text(uri, "hello")
+    assert target.read_text() == "hello"
+    assert [o.uri for o in storage.list_uris("file://" + str(tmp_path))] == [str(target)]
+    monkeypatch.chdir(tmp_path)
+    assert storage.absolute("a b/x.txt") == str(target) and storage.absolute(uri) == str(target)
+    assert storage.absolute("s3://b/k") == "s3://b/k"
+    with pytest.raises(storage.StorageError, match="file:///abs/path"):
+        storage.get_storage("file://host/x").read_bytes("file://host/x")
+
+
+def test_run_temporaries_carry_the_run_id(tmp_path):
+    store = storage.get_storage(str(tmp_path), run_id="run-0123456789ab")
+    name = storage.temporary_name("x.tar", "run-0123456789ab")
+    assert storage.is_run_temporary(name) and storage.is_run_temporary(name, "run-0123456789ab")
+    assert not storage.is_run_temporary(name, "run-ffffffffffff")
+    assert not storage.is_run_temporary(".notes.tmp") and not storage.is_run_temporary("draft.tmp")
+    store.write_text(str(tmp_path / "y.txt"), "y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.txt"]
