@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 from pipeline import alerts
-from pipeline.task_policy import NETWORK, corpus_asset
+from pipeline.task_policy import NETWORK, corpus_asset, data_root, shipped
 
-RAW = os.environ.get("GLYPH_RAW_PREFIX", "data/sample")
-ROOT = os.environ.get("GLYPH_DATA_ROOT", "out/airflow/corpus")
+RAW = os.environ.get("GLYPH_RAW_PREFIX") or shipped("data/sample")
+ROOT = data_root()
 DATASET = corpus_asset()
 
 

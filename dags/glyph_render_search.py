@@ -12,7 +12,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 
 from pipeline import alerts
-from pipeline.task_policy import NETWORK
+from pipeline.task_policy import NETWORK, output_roots, output_uri_pattern, shipped
 
 
 @dag(
@@ -21,9 +21,9 @@ from pipeline.task_policy import NETWORK
     tags=["glyph"],
     on_failure_callback=alerts.run_failed,
     params={
-        "validation_uri": Param("data/sample/search-validation.jsonl", type="string",
+        "validation_uri": Param(shipped("data/sample/search-validation.jsonl"), type="string",
                                 description="Validation items (JSONL: context, question, answers), local or s3://"),
-        "output_uri": Param("out/airflow/search", type="string",
+        "output_uri": Param(output_roots()[0] + "/search", type="string", pattern=output_uri_pattern(),
                             description="Search state, best_config.json, best.json and search.png go here"),
         "generations": Param(3, type="integer", minimum=1, description="Generations at most"),
         "population": Param(8, type="integer", minimum=2, description="Candidates per generation"),

@@ -16,7 +16,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 
 from pipeline import alerts
-from pipeline.task_policy import corpus_asset
+from pipeline.task_policy import corpus_asset, output_roots, output_uri_pattern
 
 DATASET = corpus_asset()
 STAGE = dict(retries=2, retry_delay=timedelta(seconds=int(os.environ.get("GLYPH_STAGE_RETRY_DELAY_S", "60"))),
@@ -37,8 +37,10 @@ MAX_STEPS = os.environ.get("GLYPH_TRAIN_MAX_STEPS", "2")
                       description="Rendered shards for pre-training (a run started by the Asset uses its dataset)"),
         "sft_data": Param(os.environ.get("GLYPH_TRAIN_SFT_DATA", "data/sample/sft.jsonl"), type="string",
                           description="Chat JSONL for SFT and RL"),
-        "output_uri": Param(os.environ.get("GLYPH_TRAIN_OUTPUT_URI", "out/airflow/train"), type="string",
-                            description="Each run writes OUTPUT/<run id>/<stage>"),
+        "output_uri": Param(os.environ.get("GLYPH_TRAIN_OUTPUT_URI") or output_roots()[0] + "/train", type="string",
+                            pattern=output_uri_pattern(),
+                            description="Each run writes OUTPUT/<run id>/<stage>; under "
+                                        f"{', '.join(output_roots())} (GLYPH_OUTPUT_ROOTS)"),
         "config": Param(os.environ.get("GLYPH_TRAIN_CONFIG", "configs/train/{stage}.yaml"), type="string",
                         description="Each stage's config; {stage} becomes pretrain, sft, rl "
                                     "(e.g. configs/train/{stage}-glm41v-9b.yaml)"),

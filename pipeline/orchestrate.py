@@ -64,15 +64,19 @@ def _same(seen, now: list) -> bool:
 
 
 def shard_corpus(inputs: list[str], out_uri: str, num_shards: int | None = None, max_chars: int = 200_000,
-                 dataset: str = "corpus") -> str:
+                 dataset: str = "corpus", overwrite: bool = False) -> str:
+    """Shard in this process; returns the absolute URI (the next task may run in another working directory)."""
     from pipeline.corpus.sharder import CorpusSharder, ShardSettings
 
-    CorpusSharder(ShardSettings(num_shards=num_shards, max_chars=max_chars, dataset=dataset)).run(inputs, out_uri)
+    out_uri = storage.absolute(out_uri)
+    CorpusSharder(ShardSettings(num_shards=num_shards, max_chars=max_chars, dataset=dataset)).run(
+        inputs, out_uri, overwrite=overwrite)
     return out_uri
 
 
 def render_shards(shards_uri: str, out_uri: str, styles: str, backend: str = "skia", scheduler: str | None = None,
-                  workers: int | None = None, render_config: str | None = None, seed: int = 0, log=print) -> str:
+                  workers: int | None = None, render_config: str | None = None, seed: int = 0,
+                  overwrite: bool = False, log=print) -> dict:
     """All shards in one task that drives Dask (see the refresh DAG's docstring for why not one task per shard).
 
     Runs `pipeline render-corpus` in its own interpreter, its log streamed to `log`: a LocalCluster's
@@ -81,8 +85,11 @@ def render_shards(shards_uri: str, out_uri: str, styles: str, backend: str = "sk
     """
     from pipeline.launchers import run_streamed
 
+    shards_uri, out_uri = storage.absolute(shards_uri), storage.absolute(out_uri)
     command = [sys.executable, "-m", "pipeline.cli", "render-corpus", shards_uri, "--out", out_uri,
                "--styles", styles, "--backend", backend, "--seed", str(seed)]
+    if overwrite:
+        command.append("--overwrite")
     for flag, value in (("--scheduler", scheduler), ("--workers", workers), ("--config", render_config)):
         if value:
             command += [flag, str(value)]

@@ -162,8 +162,8 @@ class Storage:
 
 class LocalStorage(Storage):
     """Local files. Writes go to a temporary name (carrying the run id) in the same folder, then an atomic
-    rename. The conditional operations hold an advisory lock on a `.guard` file beside their object, so
-    they are exact between processes of one host (and over NFS with working locks)."""
+    rename. The conditional operations hold an advisory lock on their object's folder, so they are exact
+    between processes of one host (and over NFS with working locks)."""
 
     def __init__(self, run_id: str | None = None):
         self.run_id = run_id or PROCESS_RUN_ID
@@ -198,19 +198,21 @@ class LocalStorage(Storage):
         shutil.copyfile(local, temp)
         os.replace(temp, target)
 
-    def _guard(self, target: Path):
+    @staticmethod
+    def _guard(target: Path):
+        """An advisory lock on the object's folder (flock on the directory itself: no lock file left behind)."""
         import contextlib
         import fcntl
 
         @contextlib.contextmanager
         def held():
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target.with_name(f"{target.name}.guard"), "a") as guard:
-                fcntl.flock(guard, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(guard, fcntl.LOCK_UN)
+            folder = os.open(target.parent, os.O_RDONLY)
+            try:
+                fcntl.flock(folder, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(folder)  # releases the lock
 
         return held()
 

@@ -13,6 +13,9 @@ export AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$PORT
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$PORT/execution/
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}
+# Where DAG runs write by default, and the only place a trigger form may send output (absolute paths).
+export GLYPH_DATA_ROOT=${GLYPH_DATA_ROOT:-$PWD/out/airflow}
+export GLYPH_OUTPUT_ROOTS=${GLYPH_OUTPUT_ROOTS:-$GLYPH_DATA_ROOT}
 export PATH=$PWD/.venv/bin:$PATH   # standalone starts its components as `airflow ...`
 mkdir -p "$AIRFLOW_HOME"
 # Ctrl-C reaches the terminal's whole foreground group at once, and standalone's components, hit

@@ -164,7 +164,8 @@ def test_an_endpoint_that_never_answers_cannot_hold_a_call(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
     monkeypatch.setenv("GLYPH_S3_READ_TIMEOUT", "1")
     monkeypatch.setenv("GLYPH_S3_RETRY_SECONDS", "3")
-    for name, value in (("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_DEFAULT_REGION", "us-east-1")):
+    for name, value in (("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
         monkeypatch.setenv(name, value)
     started = time.monotonic()
     try:

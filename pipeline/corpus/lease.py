@@ -24,7 +24,6 @@ import time
 from pipeline import storage
 
 LEASE = ".glyph-lease.json"
-LEASE_FILES = (LEASE, LEASE + ".guard")  # the guard serialises local conditional writes
 log = logging.getLogger(__name__)
 
 
@@ -104,6 +103,7 @@ class OutputLease:
         self._lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._made_folder = not storage.is_s3(out_uri) and not storage.LocalStorage.path(out_uri).exists()
 
     def _body(self) -> bytes:
         now = time.time()
@@ -176,6 +176,11 @@ class OutputLease:
                 self.store.delete_if(self.uri, self.version)
             except storage.StorageError as err:
                 log.warning("%s: could not release the lease (it expires by itself): %s", self.out_uri, err)
+        if self._made_folder:  # a run that wrote nothing leaves nothing, not even the folder
+            try:
+                storage.LocalStorage.path(self.out_uri).rmdir()
+            except OSError:
+                pass
 
     def __enter__(self) -> "OutputLease":
         return self.acquire()

@@ -7,27 +7,42 @@ visible only when complete), then `{name}.stats.json`, the completion marker,
 last. A re-run skips shards whose marker exists and redoes the others;
 rendering is deterministic, so a redone shard has the same bytes. The dataset
 manifest is written when every shard is complete.
+
+What shapes the bytes (the input shards' contents, styles, seed, config,
+backend, tokenizer, split and the renderer's version) is the output's identity:
+its fingerprint is in every marker and in the manifest. A re-run reuses only
+shards with the run's own fingerprint and refuses, naming the settings that
+differ, to resume over others unless `--overwrite`. The driver holds the
+output's lease (lease.py) for the whole run, so two runs never write one output.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import resource
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pipeline
 from pipeline import storage
+from pipeline.corpus.lease import OutputLease
 from pipeline.corpus.sharder import SUMMARY as SHARDING_SUMMARY
 from pipeline.corpus.sharder import read_units
 from pipeline.io.readers import Record
 
 MANIFEST = "manifest.json"
 TASK_RETRIES = 2  # a failed shard is retried this many times, then the run fails and names it
+SHARD_FILE = re.compile(r"^[A-Za-z0-9_-]+-\d{6}\.(tar|stats\.json|parquet)$")  # what a render publishes
+
+
+class MixedSettingsError(ValueError):
+    """The output holds shards made with other settings; resuming over them would mix two datasets."""
 
 
 @dataclass
@@ -39,6 +54,43 @@ class CorpusRenderSettings:
     tokenizer: str | None = None
     overwrite: bool = False
     config: dict | None = None  # a Glyph-format config for every unit instead of the mixture
+    allow_empty: bool = False  # publish a dataset of 0 pages instead of failing
+
+
+def render_identity(sharding: dict, settings: CorpusRenderSettings) -> dict:
+    """Everything that shapes the output's bytes (not where it goes, how many workers, or --overwrite)."""
+    from pipeline.render.tokens import DEFAULT_TOKENIZER
+
+    return {
+        "input": {"dataset": sharding["dataset"], "num_shards": sharding["num_shards"],
+                  "shards_sha256": hashlib.sha256("".join(s["sha256"] for s in sharding["shards"]).encode())
+                  .hexdigest()},
+        "styles": None if settings.config else dict(sorted(settings.styles.items())),
+        "config": settings.config, "seed": settings.seed, "backend": settings.backend,
+        "tokenizer": settings.tokenizer or DEFAULT_TOKENIZER, "split": settings.split,
+        "renderer": pipeline.__version__,
+    }
+
+
+def fingerprint(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def identity_differences(old: dict | None, new: dict) -> list[str]:
+    """The settings that differ, as `key: old -> new` (the input as its summary)."""
+    if not old:
+        return ["made by an older pipeline that recorded no settings fingerprint"]
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            before, after = old.get(key), new.get(key)
+            if key == "input":
+                before, after = "other input shards", "these input shards"
+            elif key == "config":
+                before = "a config" if before else "none"
+                after = "a config" if after else "none"
+            out.append(f"{key}: {before} -> {after}")
+    return out
 
 
 def output_name(dataset: str, split: str, index: int) -> str:
@@ -46,13 +98,22 @@ def output_name(dataset: str, split: str, index: int) -> str:
 
 
 def render_input_shard(shard: dict, shards_uri: str, out_uri: str, dataset: str,
-                       settings: CorpusRenderSettings) -> dict:
-    """Render one input shard and publish it; return its stats (the task Dask runs)."""
+                       settings: CorpusRenderSettings, identity: dict, run_id: str) -> dict:
+    """Render one input shard and publish it; return its stats (the task Dask runs).
+
+    A marker with this run's fingerprint is reused (a retried task, or a resumed run); one with another
+    is refused: the driver removed those it was told to overwrite, so another run has written it since.
+    """
     name = output_name(dataset, settings.split, shard["index"])
-    store = storage.get_storage(out_uri)
+    store = storage.get_storage(out_uri, run_id)
     marker = storage.join(out_uri, f"{name}.stats.json")
-    if not settings.overwrite and store.exists(marker):
-        return {**json.loads(store.read_text(marker)), "reused": True}
+    wanted = fingerprint(identity)
+    if store.exists(marker):
+        stats = json.loads(store.read_text(marker))
+        if stats.get("fingerprint") == wanted:
+            return {**stats, "reused": True}
+        raise MixedSettingsError(f"{marker} was made with other settings ("
+                                 + "; ".join(identity_differences(stats.get("identity"), identity)) + ")")
     from pipeline.render.config import RenderConfig
     from pipeline.render.styles import FixedStyle, StyleMixture
     from pipeline.render_shard import ShardRenderer
@@ -63,7 +124,7 @@ def render_input_shard(shard: dict, shards_uri: str, out_uri: str, dataset: str,
     with tempfile.TemporaryDirectory(prefix="glyph-render-") as temp:
         job = ShardRenderer(temp, styles, settings.backend,
                             prefix=name, tokenizer=settings.tokenizer, max_shard_bytes=1 << 62, preview_pages=0)
-        records = _records(storage.join(shards_uri, shard["shard"]))
+        records = _records(storage.join(shards_uri, shard["shard"]), shard.get("sha256"))
         summary = job.run(records, progress=False)  # the driver shows the run's progress
         tar = Path(temp) / f"{name}-000000.tar"
         final = Path(temp) / f"{name}.tar"
@@ -82,7 +143,7 @@ def render_input_shard(shard: dict, shards_uri: str, out_uri: str, dataset: str,
         "input_units": shard["units"], "units": summary["documents"], "samples": summary["pages"],
         **{k: summary[k] for k in ("pages", "characters", "text_tokens", "visual_tokens", "compression_ratio",
                                     "missing_glyphs", "styles", "skipped")},
-        "bytes": size, "sha256": checksum,
+        "bytes": size, "sha256": checksum, "fingerprint": wanted, "identity": identity,
         "documents": [{k: d[k] for k in ("source_id", "style", "pages", "text_tokens", "visual_tokens")}
                       for d in job.documents],
         "seconds": round(time.perf_counter() - started, 3),
@@ -118,8 +179,8 @@ def write_page_index(tar: Path, target: Path) -> Path:
     return target
 
 
-def _records(uri: str):
-    for unit in read_units(uri):
+def _records(uri: str, sha256: str | None = None):
+    for unit in read_units(uri, sha256):
         extra = {"doc_id": unit["doc_id"], "unit": unit["unit"], "unit_start": unit["start"],
                  "unit_end": unit["end"]}
         yield Record(unit["id"], unit["text"], unit["source"], unit["kind"], extra)
@@ -141,31 +202,92 @@ def make_client(workers: int | None = None, scheduler: str | None = None):
 
 
 def render_corpus(shards_uri: str, out_uri: str, settings: CorpusRenderSettings, workers: int | None = None,
-                  scheduler: str | None = None, command: list[str] | None = None, client=None) -> dict:
+                  scheduler: str | None = None, command: list[str] | None = None, client=None,
+                  wait_lease: float = 0.0) -> dict:
     """Render every input shard listed by `pipeline shard` at shards_uri; write the dataset manifest."""
+    shards_uri, out_uri = storage.absolute(shards_uri), storage.absolute(out_uri)
+    sharding = read_sharding(shards_uri)
+    identity = render_identity(sharding, settings)
+    run_id = storage.new_run_id()
+    with OutputLease(out_uri, run_id, "render-corpus", wait=wait_lease) as lease:
+        clear_leftovers(out_uri, run_id, lease.started)
+        claim_output(out_uri, identity, settings.overwrite, run_id)
+        started = time.perf_counter()
+        results = _run_tasks(sharding, shards_uri, out_uri, settings, identity, run_id, lease, client, workers,
+                             scheduler)
+        lease.check()
+        return _write_manifest(out_uri, shards_uri, sharding, settings, identity, results,
+                               time.perf_counter() - started, command)
+
+
+def read_sharding(shards_uri: str) -> dict:
+    store = storage.get_storage(shards_uri)
+    summary_uri = storage.join(shards_uri, SHARDING_SUMMARY)
+    if not store.exists(summary_uri):
+        raise FileNotFoundError(f"{shards_uri} is not a shard set from `pipeline shard` (no {SHARDING_SUMMARY}); "
+                                "run `pipeline shard INPUT... --out URI` first and render that URI")
+    return json.loads(store.read_text(summary_uri))
+
+
+def clear_leftovers(out_uri: str, run_id: str, lease_started: float) -> None:
+    """What killed runs left: their temporary files (locally), their unfinished multipart uploads (on S3).
+    Only runs' own temporaries are touched (a user's `.tmp` files are not), and only uploads begun before
+    this run took the lease, so none is a live run's."""
+    store = storage.get_storage(out_uri, run_id)
+    if storage.is_s3(out_uri):
+        for uri in store.abort_stale_uploads(out_uri, started_before=lease_started):
+            print(f"aborted an unfinished upload left by a killed run: {uri}", file=sys.stderr)
+        return
+    for obj in store.list(out_uri):
+        if storage.is_run_temporary(obj.uri.rsplit("/", 1)[-1]):
+            store.delete(obj.uri)
+
+
+def claim_output(out_uri: str, identity: dict, overwrite: bool, run_id: str) -> None:
+    """Refuse to resume over shards made with other settings; with overwrite, remove what a render made there.
+
+    Only a render's own files (shards, markers, page indexes, manifest, card) are ever removed.
+    """
+    store = storage.get_storage(out_uri, run_id)
+    wanted = fingerprint(identity)
+    names = {obj.uri.rsplit("/", 1)[-1]: obj.uri for obj in store.list(out_uri)
+             if "/" not in obj.uri[len(out_uri.rstrip("/")) + 1:]}
+    owned = {name: uri for name, uri in names.items() if SHARD_FILE.match(name) or name in (MANIFEST, CARD)}
+    if overwrite:
+        for name in sorted(owned, key=lambda n: n != MANIFEST):  # the manifest first: no longer "finished"
+            store.delete(owned[name])
+        return
+    found = []
+    for name in sorted(n for n in owned if n.endswith(".stats.json")) + ([MANIFEST] if MANIFEST in owned else []):
+        stats = json.loads(store.read_text(owned[name]))
+        if stats.get("fingerprint") != wanted:
+            found.append((name, stats.get("identity")))
+    if found:
+        differences = identity_differences(found[0][1], identity)
+        raise MixedSettingsError(
+            f"{out_uri} holds {len(found)} file(s) made with other settings (e.g. {found[0][0]}): "
+            + "; ".join(differences) + ". Resuming would mix two datasets: render to another --out, or pass "
+            "--overwrite to replace what is there")
+
+
+def _run_tasks(sharding: dict, shards_uri: str, out_uri: str, settings: CorpusRenderSettings, identity: dict,
+               run_id: str, lease: OutputLease, client, workers: int | None, scheduler: str | None) -> list[dict]:
     from dask.distributed import as_completed
     from tqdm import tqdm
 
-    summary_uri = storage.join(shards_uri, SHARDING_SUMMARY)
-    if not storage.get_storage(shards_uri).exists(summary_uri):
-        raise FileNotFoundError(f"{shards_uri} is not a shard set from `pipeline shard` (no {SHARDING_SUMMARY}); "
-                                "run `pipeline shard INPUT... --out URI` first and render that URI")
-    sharding = json.loads(storage.get_storage(shards_uri).read_text(summary_uri))
     dataset, shards = sharding["dataset"], sharding["shards"]
-    _remove_temporaries(out_uri)
     own_client = client is None
     client = client or make_client(workers, scheduler)
     print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
-    started = time.perf_counter()
-    run = uuid.uuid4().hex[:8]  # a failed run's task keys must not answer for this one
     try:
-        futures = [client.submit(render_input_shard, shard, shards_uri, out_uri, dataset, settings,
-                                 key=f"render-{dataset}-{shard['index']:06d}-{run}", pure=False,
+        futures = [client.submit(render_input_shard, shard, shards_uri, out_uri, dataset, settings, identity, run_id,
+                                 key=f"render-{dataset}-{shard['index']:06d}-{run_id}", pure=False,
                                  retries=TASK_RETRIES)
-                   for shard in shards]
+                   for shard in shards]  # the run id in the key: a failed run's tasks must not answer for this one
         results, failures = [], []
-        lines = ProgressLines(len(futures), started)
+        lines = ProgressLines(len(futures), time.perf_counter())
         for future in tqdm(as_completed(futures), total=len(futures), unit="shard", disable=None, file=sys.stderr):
+            lease.check()
             try:
                 results.append(future.result())
                 lines.done(results[-1])
@@ -181,9 +303,7 @@ def render_corpus(shards_uri: str, out_uri: str, settings: CorpusRenderSettings,
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(shards)} shards failed (re-run to resume):\n"
                            + "\n".join(failures))
-    seconds = time.perf_counter() - started
-    return _write_manifest(out_uri, shards_uri, sharding, settings, sorted(results, key=lambda r: r["index"]),
-                           seconds, command)
+    return sorted(results, key=lambda r: r["index"])
 
 
 class ProgressLines:
@@ -210,19 +330,8 @@ class ProgressLines:
             print(f"shard {key} failed (the run goes on; re-run to resume)", file=sys.stderr, flush=True)
 
 
-def _remove_temporaries(out_uri: str) -> None:
-    """Local temporary files left by a killed run (S3 never shows an unfinished upload)."""
-    if storage.is_s3(out_uri):
-        return
-    store = storage.get_storage(out_uri)
-    for obj in store.list(out_uri):
-        name = obj.uri.rsplit("/", 1)[-1]
-        if name.startswith(".") and name.endswith(".tmp"):
-            store.delete(obj.uri)
-
-
 def _write_manifest(out_uri: str, shards_uri: str, sharding: dict, settings: CorpusRenderSettings,
-                    results: list[dict], seconds: float, command: list[str] | None) -> dict:
+                    identity: dict, results: list[dict], seconds: float, command: list[str] | None) -> dict:
     totals = {key: sum(r[key] for r in results)
               for key in ("units", "samples", "characters", "text_tokens", "visual_tokens", "missing_glyphs")}
     styles: dict[str, int] = {}
@@ -230,6 +339,11 @@ def _write_manifest(out_uri: str, shards_uri: str, sharding: dict, settings: Cor
         for style, count in result["styles"].items():
             styles[style] = styles.get(style, 0) + count
     skipped = [s for r in results for s in r["skipped"]]
+    if totals["samples"] == 0 and not settings.allow_empty:
+        reasons = sorted({s["reason"] for s in skipped})[:5]
+        raise ValueError(f"the render made 0 pages from {sharding['units']} input units"
+                         + (f" (skipped: {'; '.join(reasons)})" if reasons else "")
+                         + "; nothing published. Pass --allow-empty to publish an empty dataset")
     manifest = {
         "dataset": sharding["dataset"], "split": settings.split, "input": shards_uri,
         "input_units": sharding["units"], **totals, "pages": totals["samples"],
@@ -239,7 +353,8 @@ def _write_manifest(out_uri: str, shards_uri: str, sharding: dict, settings: Cor
         "styles": styles, "seconds": round(seconds, 2),
         "pages_per_second": round(totals["samples"] / seconds, 2) if seconds else 0.0,
         "characters_per_second": round(totals["characters"] / seconds) if seconds else 0,
-        "settings": asdict(settings), "command": command or sys.argv,
+        "settings": asdict(settings), "fingerprint": fingerprint(identity), "identity": identity,
+        "command": command or sys.argv,
         "shards": [{k: r[k] for k in ("shard", "index", "input_shard", "units", "samples", "bytes", "sha256",
                                       "text_tokens", "visual_tokens")} for r in results],
     }

@@ -4,8 +4,16 @@ Steps: read documents (CorpusReader), drop exact duplicates and repeated ids,
 split each document into units at paragraph/line/character boundaries
 (units.py), spool the units to a local file, then assign each unit to a shard
 by a stable hash of its id and write the shards, the manifest and
-`sharding.json` (settings, counts, skipped records with reasons). Same input
-and settings, same bytes. Memory holds one document's pieces, never the corpus.
+`sharding.json` (settings, counts, skipped records with reasons, damaged files
+and where they broke). Same input and settings, same bytes. Memory holds one
+document's pieces, never the corpus.
+
+The output folder is held by a lease (lease.py) while the run writes it. Its
+identity is the settings and inputs (`settings_fingerprint`, checked before
+anything is read) and the shards' contents (`fingerprint`): a re-run into a
+folder that holds another identity refuses unless `overwrite`; an identical
+re-run publishes nothing new. Shard files of an earlier, other sharding are
+removed when the new one is published, so a folder never mixes two.
 """
 
 from __future__ import annotations
@@ -14,20 +22,30 @@ import gzip
 import hashlib
 import json
 import math
+import re
+import resource
 import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pipeline
 from pipeline import storage
+from pipeline.corpus.lease import OutputLease
 from pipeline.corpus.sources import CorpusReader, RawDocument
 from pipeline.corpus.units import cut_point
-from pipeline.io.readers import Skip
+from pipeline.io.readers import DamagedFile, Skip
 from pipeline.render.normalize import InvalidUnicodeError
 
 MANIFEST = "manifest.parquet"
 SUMMARY = "sharding.json"
+MAX_SHARDS = 100_000
+SHARD_FILE = re.compile(r"^[A-Za-z0-9_-]+-input-\d{6}\.jsonl\.gz$")
+
+
+class ShardingExists(ValueError):
+    """The output folder holds a sharding of other settings or inputs."""
 
 
 @dataclass
@@ -40,10 +58,13 @@ class ShardSettings:
     text_field: str = "text"
     max_visual_tokens: int | None = None  # also cap each unit at this many visual tokens...
     budget_style: str = "best-en"  # ...when rendered in this style
+    allow_empty: bool = False  # publish a sharding with no documents instead of failing
 
     def __post_init__(self) -> None:
-        if self.num_shards is not None and self.num_shards < 1:
-            raise ValueError(f"num-shards: must be >= 1, got {self.num_shards}")
+        if self.num_shards is not None and not 1 <= self.num_shards <= MAX_SHARDS:
+            raise ValueError(f"num-shards: must be in [1, {MAX_SHARDS}], got {self.num_shards}")
+        if self.chars_per_shard < 1:
+            raise ValueError(f"chars-per-shard: must be >= 1, got {self.chars_per_shard}")
         if self.max_chars < 1:
             raise ValueError(f"max-chars: must be >= 1, got {self.max_chars}")
         if not self.dataset.replace("-", "").replace("_", "").isalnum():
@@ -70,6 +91,7 @@ class ShardCounts:
     characters: int = 0
     split_documents: int = 0
     skipped: list[dict] = field(default_factory=list)
+    damaged: list[dict] = field(default_factory=list)  # files kept up to where they broke
 
     def skip_reasons(self) -> dict[str, int]:
         reasons: dict[str, int] = {}
@@ -115,18 +137,68 @@ class CorpusSharder:
         self._hashes: dict[bytes, str] = {}
         self._ids: set[str] = set()
 
-    def run(self, inputs: list[str], out_uri: str, command: list[str] | None = None) -> dict:
-        with tempfile.TemporaryDirectory(prefix="glyph-shard-") as temp:
-            spool = UnitSpool(Path(temp) / "units.jsonl")
-            for item in CorpusReader(inputs, self.settings.id_field, self.settings.text_field):
-                if isinstance(item, Skip):
-                    self.counts.skipped.append(item.to_dict())
-                else:
-                    self._add_document(item, spool)
-            num_shards = self.settings.num_shards or max(
-                1, math.ceil(self.counts.characters / self.settings.chars_per_shard))
-            shards = self._write_shards(spool, num_shards, Path(temp) / "shards")
-            return self._publish(shards, out_uri, inputs, num_shards, command)
+    def identity(self, inputs: list[str]) -> dict:
+        """What the shards are made from, but for the inputs' contents (checked after reading)."""
+        settings = {k: v for k, v in asdict(self.settings).items() if k != "allow_empty"}
+        return {"inputs": inputs, "settings": settings, "sharder": pipeline.__version__}
+
+    def run(self, inputs: list[str], out_uri: str, command: list[str] | None = None, overwrite: bool = False,
+            wait_lease: float = 0.0) -> dict:
+        inputs, out_uri = [storage.absolute(i) for i in inputs], storage.absolute(out_uri)
+        identity = self.identity(inputs)
+        run_id = storage.new_run_id()
+        with OutputLease(out_uri, run_id, "shard", wait=wait_lease) as lease:
+            existing = self._existing(out_uri)
+            if existing and not overwrite and existing.get("settings_fingerprint") != _fingerprint(identity):
+                raise ShardingExists(self._refusal(out_uri, existing, identity))
+            with tempfile.TemporaryDirectory(prefix="glyph-shard-") as temp:
+                spool = UnitSpool(Path(temp) / "units.jsonl")
+                for item in CorpusReader(inputs, self.settings.id_field, self.settings.text_field):
+                    if isinstance(item, Skip):
+                        self.counts.skipped.append(item.to_dict())
+                        if isinstance(item, DamagedFile):
+                            self.counts.damaged.append(item.to_dict())
+                    else:
+                        self._add_document(item, spool)
+                if self.counts.documents == 0 and not self.settings.allow_empty:
+                    raise ValueError(self._empty_message(inputs))
+                num_shards = self.settings.num_shards or max(
+                    1, math.ceil(self.counts.characters / self.settings.chars_per_shard))
+                shards = self._write_shards(spool, num_shards, Path(temp) / "shards")
+                lease.check()
+                summary = self._summary(shards, inputs, num_shards, identity, command)
+                if existing and existing.get("fingerprint") == summary["fingerprint"]:
+                    return {**existing, "unchanged": True}  # the same shards are there already
+                if existing and not overwrite:
+                    raise ShardingExists(f"{out_uri} holds a sharding of the same settings but other input "
+                                         "contents (the inputs changed since): shard to another --out, or pass "
+                                         "--overwrite to replace it")
+                return self._publish(shards, out_uri, summary, run_id)
+
+    @staticmethod
+    def _existing(out_uri: str) -> dict | None:
+        store = storage.get_storage(out_uri)
+        summary_uri = storage.join(out_uri, SUMMARY)
+        return json.loads(store.read_text(summary_uri)) if store.exists(summary_uri) else None
+
+    @staticmethod
+    def _refusal(out_uri: str, existing: dict, identity: dict) -> str:
+        old = existing.get("identity") or {}
+        differences = [f"{key}: {old.get(key)!r} -> {identity[key]!r}"
+                       for key in ("inputs", "sharder") if old.get(key) != identity[key]]
+        differences += [f"{key}: {old.get('settings', {}).get(key)!r} -> {value!r}"
+                        for key, value in identity["settings"].items()
+                        if old.get("settings", {}).get(key) != value]
+        if not old:
+            differences = ["made by an older pipeline that recorded no settings fingerprint"]
+        return (f"{out_uri} already holds input shards of other settings ({'; '.join(differences)}); "
+                "shard to another --out, or pass --overwrite to replace them")
+
+    def _empty_message(self, inputs: list[str]) -> str:
+        reasons = self.counts.skip_reasons()
+        detail = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "no records"
+        return (f"no documents to shard in {', '.join(inputs)} ({detail}); nothing published. "
+                "Pass --allow-empty to publish an empty sharding")
 
     def _add_document(self, doc: RawDocument, spool: UnitSpool) -> None:
         if doc.id in self._ids:
@@ -191,57 +263,96 @@ class CorpusSharder:
         return pos
 
     def _write_shards(self, spool: UnitSpool, num_shards: int, folder: Path) -> list[dict]:
+        """Each shard's units in spool order, gzipped; in passes of as many shards as files may be open."""
         folder.mkdir()
-        names = [shard_name(self.settings.dataset, i) for i in range(num_shards)]
-        plain = [(folder / name).with_suffix("").open("wb") for name in names]
-        stats = [{"shard": name, "index": i, "units": 0, "characters": 0} for i, name in enumerate(names)]
-        for line in spool.lines():
-            unit = json.loads(line)
-            index = shard_of(unit["id"], num_shards)
-            plain[index].write(line)
-            stats[index]["units"] += 1
-            stats[index]["characters"] += unit["end"] - unit["start"]
-        for handle, stat in zip(plain, stats):
-            handle.close()
-            target = folder / stat["shard"]
-            with Path(handle.name).open("rb") as source, target.open("wb") as raw, \
-                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
-                shutil.copyfileobj(source, packed)
-            Path(handle.name).unlink()
-            stat["bytes"] = target.stat().st_size
-            stat["sha256"] = storage.file_sha256(target)
-            stat["path"] = target
+        stats = [{"shard": shard_name(self.settings.dataset, i), "index": i, "units": 0, "characters": 0}
+                 for i in range(num_shards)]
+        per_pass = _open_file_allowance()
+        for first in range(0, num_shards, per_pass):
+            batch = stats[first:first + per_pass]
+            plain = [(folder / stat["shard"]).with_suffix("").open("wb") for stat in batch]
+            try:
+                for line in spool.lines():
+                    unit = json.loads(line)
+                    index = shard_of(unit["id"], num_shards) - first
+                    if 0 <= index < len(batch):
+                        plain[index].write(line)
+                        batch[index]["units"] += 1
+                        batch[index]["characters"] += unit["end"] - unit["start"]
+            finally:
+                for handle in plain:
+                    handle.close()
+            for handle, stat in zip(plain, batch):
+                self._pack(Path(handle.name), folder / stat["shard"], stat)
         return stats
 
-    def _publish(self, shards: list[dict], out_uri: str, inputs: list[str], num_shards: int,
-                 command: list[str] | None) -> dict:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    @staticmethod
+    def _pack(plain: Path, target: Path, stat: dict) -> None:
+        with plain.open("rb") as source, target.open("wb") as raw, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+            shutil.copyfileobj(source, packed)
+        plain.unlink()
+        stat["bytes"] = target.stat().st_size
+        stat["sha256"] = storage.file_sha256(target)
+        stat["path"] = target
 
-        store = storage.get_storage(out_uri)
-        for stat in shards:
-            store.upload(stat.pop("path"), storage.join(out_uri, stat["shard"]))
-        table = pa.Table.from_pylist(shards)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        store.write_bytes(storage.join(out_uri, MANIFEST), sink.getvalue().to_pybytes())
-        summary = {
+    def _summary(self, shards: list[dict], inputs: list[str], num_shards: int, identity: dict,
+                 command: list[str] | None) -> dict:
+        contents = hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()
+        return {
             "dataset": self.settings.dataset, "num_shards": num_shards, "documents": self.counts.documents,
             "units": self.counts.units, "characters": self.counts.characters,
             "split_documents": self.counts.split_documents, "skipped_count": len(self.counts.skipped),
             "skip_reasons": self.counts.skip_reasons(), "skipped": self.counts.skipped,
+            "damaged_files": self.counts.damaged,
             "settings": asdict(self.settings), "inputs": inputs, "command": command or sys.argv,
+            "identity": identity, "settings_fingerprint": _fingerprint(identity),
+            "fingerprint": _fingerprint({"identity": identity, "shards": contents}),
             "shards": shards,
         }
+
+    @staticmethod
+    def _publish(shards: list[dict], out_uri: str, summary: dict, run_id: str) -> dict:
+        """sharding.json goes first (the folder is unfinished while shards change) and comes back last;
+        shard files of an earlier sharding that this one does not have are removed."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        store = storage.get_storage(out_uri, run_id)
+        store.delete(storage.join(out_uri, SUMMARY))
+        paths = {stat["shard"]: stat.pop("path") for stat in shards}
+        for name, path in paths.items():
+            store.upload(path, storage.join(out_uri, name))
+        for obj in store.list(out_uri):
+            name = obj.uri[len(out_uri.rstrip("/")) + 1:]
+            if SHARD_FILE.match(name) and name not in paths or storage.is_run_temporary(name.rsplit("/", 1)[-1]):
+                store.delete(obj.uri)
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(shards), sink)
+        store.write_bytes(storage.join(out_uri, MANIFEST), sink.getvalue().to_pybytes())
         store.write_text(storage.join(out_uri, SUMMARY), json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         return summary
 
 
-def read_units(uri: str):
-    """Units of one input shard, streamed."""
+def _fingerprint(value: dict) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _open_file_allowance() -> int:
+    """Shard files one pass may hold open: the soft limit on open files, less room for everything else."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = soft if soft != resource.RLIM_INFINITY else 4096
+    return max(16, min(1024, limit - 64))
+
+
+def read_units(uri: str, sha256: str | None = None):
+    """Units of one input shard, streamed; with `sha256`, the shard must be the one sharding.json lists."""
     with tempfile.TemporaryDirectory(prefix="glyph-units-") as temp:
         local = Path(temp) / uri.rsplit("/", 1)[-1]
         storage.get_storage(uri).download(uri, local)
+        if sha256 and storage.file_sha256(local) != sha256:
+            raise ValueError(f"{uri} is not the input shard its sharding.json lists (its sha256 differs): the "
+                             "folder was sharded again since; render it again from the start")
         with gzip.open(local, "rb") as handle:
             for line in handle:
                 yield json.loads(line)

@@ -3,30 +3,27 @@
 Inputs are local paths or s3:// URIs (objects or prefixes), read in sorted
 order so the same input always gives the same documents. Each document comes
 out as a stream of normalized text chunks, so a 50 MB text file never sits in
-memory whole; a bad file or record comes out as a Skip with its reason.
+memory whole; a bad file or record comes out as a Skip with its reason. A file
+that breaks part-way (a truncated or corrupt .gz, .zst or Parquet file) keeps
+the records read before the break and comes out as a DamagedFile saying where.
 """
 
 from __future__ import annotations
 
 import codecs
 import gzip
-import io
 import json
+import zlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
 from pipeline import storage
-from pipeline.io.readers import MISSING, Skip, check_text
+from pipeline.io.kinds import TEXT_EXTENSIONS, kind_of
+from pipeline.io.readers import MISSING, DamagedFile, Skip, check_text
 from pipeline.render.normalize import InvalidUnicodeError, check_unicode, normalize_text
 
-CODE_EXTENSIONS = frozenset({
-    ".py", ".js", ".ts", ".tsx", ".jsx", ".go", ".rs", ".java", ".kt", ".scala", ".c", ".h", ".cc", ".cpp",
-    ".hpp", ".cs", ".rb", ".php", ".swift", ".m", ".sh", ".bash", ".sql", ".r", ".jl", ".lua", ".pl", ".hs",
-    ".ml", ".css", ".html", ".xml", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".json", ".ipynb", ".proto",
-})
-TEXT_EXTENSIONS = frozenset({".txt", ".md", ".rst", ".tex", ".text"}) | CODE_EXTENSIONS
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson")
 READ_CHUNK = 1 << 20  # bytes read from a text file at a time
 
@@ -39,10 +36,6 @@ class RawDocument:
     chunks: Iterable[str]  # the normalized text, in pieces; raises InvalidUnicodeError if bad
 
 
-def kind_of(name: str) -> str:
-    return "code" if PurePosixPath(name).suffix.lower() in CODE_EXTENSIONS else "text"
-
-
 class CorpusReader:
     """Documents from one or more inputs; `id_field` and `text_field` name JSONL/Parquet columns."""
 
@@ -50,7 +43,7 @@ class CorpusReader:
         self.inputs, self.id_field, self.text_field = inputs, id_field, text_field
 
     def __iter__(self) -> Iterator[RawDocument | Skip]:
-        for input_uri in self.inputs:
+        for input_uri in map(storage.absolute, self.inputs):
             objects = storage.list_uris(input_uri)
             if not objects:  # a mistyped path must not shard into an empty dataset that renders and verifies
                 raise FileNotFoundError(f"input {input_uri}: no such file, or an empty folder")
@@ -76,32 +69,49 @@ class CorpusReader:
             yield Skip(obj.uri, None, f"unsupported file type {PurePosixPath(name).suffix or name!r}")
 
     def _jsonl(self, path: Path, uri: str):
-        with _open_jsonl(path) as handle:
-            for number, raw in enumerate(handle, start=1):
-                where = f"{uri}:{number}"
-                if not raw.strip():
-                    continue
-                try:
-                    item = json.loads(raw)
-                except UnicodeDecodeError as err:
-                    yield Skip(where, None, f"not valid UTF-8 at byte {err.start}")
-                    continue
-                except json.JSONDecodeError as err:
-                    yield Skip(where, None, f"invalid JSON: {str(err)[:120]}")
-                    continue
-                if not isinstance(item, dict):
-                    yield Skip(where, None, "record is not a JSON object")
-                    continue
-                yield self._record(item.get(self.id_field), item.get(self.text_field, MISSING), where,
-                                   f"{PurePosixPath(uri).name}:{number}")
+        number, kept = 0, 0
+        try:
+            for number, raw in enumerate(_jsonl_lines(path), start=1):
+                item = self._json_record(raw, f"{uri}:{number}", f"{PurePosixPath(uri).name}:{number}")
+                if item is not None:
+                    kept += not isinstance(item, Skip)
+                    yield item
+        except DAMAGE_ERRORS as err:
+            yield DamagedFile(f"{uri}:{number + 1}", None, f"damaged file: {_damage(err)}; kept the {kept} "
+                              f"records of its first {number} lines", kept)
+
+    def _json_record(self, raw: bytes, where: str, fallback_id: str):
+        if not raw.strip():
+            return None
+        try:
+            item = json.loads(raw)
+        except UnicodeDecodeError as err:
+            return Skip(where, None, f"not valid UTF-8 at byte {err.start}")
+        except json.JSONDecodeError as err:
+            return Skip(where, None, f"invalid JSON: {str(err)[:120]}")
+        if not isinstance(item, dict):
+            return Skip(where, None, "record is not a JSON object")
+        return self._record(item.get(self.id_field), item.get(self.text_field, MISSING), where, fallback_id)
 
     def _parquet(self, path: Path, uri: str):
+        import pyarrow as pa
+
+        row = kept = 0
+        try:
+            for row, item in self._parquet_rows(path, uri):
+                kept += not isinstance(item, Skip)
+                yield item
+        except (pa.ArrowException, OSError) as err:
+            yield DamagedFile(f"{uri}#row{row + 1}", None, f"damaged file: {type(err).__name__}: "
+                              f"{str(err)[:160]}; kept the {kept} records of its first {row} rows", kept)
+
+    def _parquet_rows(self, path: Path, uri: str):
         import pyarrow.parquet as pq
 
         table = pq.ParquetFile(path)
         names = set(table.schema_arrow.names)
         if self.text_field not in names:
-            yield Skip(uri, None, f"no column {self.text_field!r}")
+            yield 0, Skip(uri, None, f"no column {self.text_field!r}")
             return
         columns = [c for c in (self.id_field, self.text_field) if c in names]
         row = 0
@@ -110,8 +120,8 @@ class CorpusReader:
             for index in range(batch.num_rows):
                 row += 1
                 ident = data[self.id_field][index] if self.id_field in data else None
-                yield self._record(ident, data[self.text_field][index], f"{uri}#row{row}",
-                                   f"{PurePosixPath(uri).name}:{row}")
+                yield row, self._record(ident, data[self.text_field][index], f"{uri}#row{row}",
+                                        f"{PurePosixPath(uri).name}:{row}")
 
     def _record(self, ident, text, where: str, fallback_id: str) -> RawDocument | Skip:
         ident = str(ident) if ident not in (None, "") else fallback_id
@@ -141,15 +151,66 @@ class _local_copy:
             self._temp.cleanup()
 
 
-def _open_jsonl(path: Path):
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if name.endswith(".zst"):
-        import zstandard
+class TruncatedError(EOFError):
+    pass
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True))
-    return path.open("rb")
+
+def _damage_errors() -> tuple:
+    import zstandard
+
+    return (EOFError, gzip.BadGzipFile, zlib.error, zstandard.ZstdError, OSError)
+
+
+DAMAGE_ERRORS = _damage_errors()
+
+
+def _damage(err: Exception) -> str:
+    if isinstance(err, EOFError):
+        return f"truncated ({err})"
+    return f"corrupt ({type(err).__name__}: {err})"
+
+
+def _jsonl_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines, decompressed; a truncated or corrupt file raises one of DAMAGE_ERRORS part-way."""
+    name = path.name.lower()
+    if name.endswith(".zst"):
+        yield from _split_lines(_zstd_blocks(path))
+        return
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        yield from handle
+
+
+def _zstd_blocks(path: Path) -> Iterator[bytes]:
+    """Decompressed blocks of every frame; a stream that ends inside a frame is truncated, not finished
+    (zstandard's stream reader returns what it has and ends quietly)."""
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    frame, fed, frames = decompressor.decompressobj(), False, 0
+    with path.open("rb") as handle:
+        while block := handle.read(READ_CHUNK):
+            while block:
+                yield frame.decompress(block)
+                fed = True
+                if not frame.eof:
+                    break
+                frames += 1
+                block = frame.unused_data  # the next frame starts here
+                frame, fed = decompressor.decompressobj(), False
+    if fed:
+        raise TruncatedError(f"the zstd stream ends inside frame {frames + 1}")
+
+
+def _split_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    pending = b""
+    for block in blocks:
+        pending += block
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+    if pending:
+        yield pending
 
 
 def _text_chunks(path: Path) -> Iterator[str]:

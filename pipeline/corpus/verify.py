@@ -3,7 +3,9 @@
 verify proves: every shard in the manifest exists with its completion marker
 and checksum; every sample decodes (PNG, text, JSON); every unit's pages join
 back to the unit's text in the input shards; input units = rendered + skipped;
-no stray or temporary objects.
+every shard was made with the manifest's settings (one fingerprint); the
+dataset is not empty (unless it was published with --allow-empty); no run is
+writing it; no stray or temporary objects.
 """
 
 from __future__ import annotations
@@ -17,26 +19,35 @@ import tempfile
 from pathlib import Path
 
 from pipeline import storage
+from pipeline.corpus.lease import LEASE, current_holder, describe
 from pipeline.corpus.render_corpus import MANIFEST
 from pipeline.corpus.sharder import read_units
 
-EXPECTED_EXTRA = {MANIFEST, "README.md"}
+EXPECTED_EXTRA = {MANIFEST, "README.md", LEASE}
 
 
 def verify_dataset(uri: str) -> list[str]:
     """Problems found in the dataset at uri (empty: complete and consistent)."""
+    uri = storage.absolute(uri)
     store = storage.get_storage(uri)
     manifest_uri = storage.join(uri, MANIFEST)
     if not store.exists(manifest_uri):
         return [f"{manifest_uri}: no dataset manifest (the run has not finished)"]
     manifest = json.loads(store.read_text(manifest_uri))
     problems: list[str] = []
+    holder = current_holder(uri)
+    if holder is not None:
+        problems.append(f"{uri}: a run is writing here now: {describe(holder)}")
+    if not manifest.get("fingerprint"):
+        problems.append(f"{manifest_uri}: no settings fingerprint (written by an older pipeline; render again)")
+    if manifest.get("pages", 0) == 0 and not manifest.get("settings", {}).get("allow_empty"):
+        problems.append(f"{manifest_uri}: the dataset is empty (0 pages)")
     expected = set(EXPECTED_EXTRA)
     rendered = skipped = 0
     for shard in manifest["shards"]:
         name = shard["shard"]
         expected |= {name, name[: -len(".tar")] + ".stats.json", name[: -len(".tar")] + ".parquet"}
-        shard_problems, counts = _verify_shard(uri, manifest["input"], shard)
+        shard_problems, counts = _verify_shard(uri, manifest["input"], shard, manifest.get("fingerprint"))
         problems += shard_problems
         rendered += counts[0]
         skipped += counts[1]
@@ -63,7 +74,7 @@ def _verify_page_index(uri: str, name: str, stats: dict) -> list[str]:
     return [] if rows == stats["samples"] else [f"{index_uri}: {rows} rows for {stats['samples']} pages"]
 
 
-def _verify_shard(uri: str, input_uri: str, shard: dict) -> tuple[list[str], tuple[int, int]]:
+def _verify_shard(uri: str, input_uri: str, shard: dict, fingerprint: str | None) -> tuple[list[str], tuple[int, int]]:
     store = storage.get_storage(uri)
     name = shard["shard"]
     tar_uri = storage.join(uri, name)
@@ -72,6 +83,9 @@ def _verify_shard(uri: str, input_uri: str, shard: dict) -> tuple[list[str], tup
         return [f"{stats_uri}: completion marker missing"], (0, 0)
     stats = json.loads(store.read_text(stats_uri))
     problems = _verify_page_index(uri, name, stats)
+    if stats.get("fingerprint") != fingerprint:
+        problems.append(f"{stats_uri}: made with other settings than the manifest's (fingerprint "
+                        f"{stats.get('fingerprint')} against {fingerprint}): the dataset mixes two runs")
     with tempfile.TemporaryDirectory(prefix="glyph-verify-") as temp:
         local = Path(temp) / name
         try:
@@ -105,10 +119,13 @@ def _decode_samples(data: bytes, tar_uri: str) -> tuple[dict[str, list], list[st
 
     samples: dict[str, dict] = {}
     problems = []
-    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-        for member in archive:
-            key, _, ext = member.name.partition(".")
-            samples.setdefault(key, {})[ext] = archive.extractfile(member).read()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            for member in archive:
+                key, _, ext = member.name.partition(".")
+                samples.setdefault(key, {})[ext] = archive.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        problems.append(f"{tar_uri}: not a readable tar after {len(samples)} samples: {type(err).__name__}: {err}")
     pages: dict[str, list] = {}
     for key, parts in samples.items():
         if set(parts) != {"png", "txt", "json"}:
@@ -132,6 +149,7 @@ def _decode_samples(data: bytes, tar_uri: str) -> tuple[dict[str, list], list[st
 
 def inspect_dataset(uri: str, sheet: Path | None = None, pages: int = 12, seed: int = 0) -> dict:
     """Counts, token and compression statistics by style; a contact sheet of random pages."""
+    uri = storage.absolute(uri)
     store = storage.get_storage(uri)
     if not store.exists(storage.join(uri, MANIFEST)):
         raise FileNotFoundError(f"{uri} is not a finished rendered dataset (no {MANIFEST}): `pipeline "

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.io.kinds import kind_of
 from pipeline.render.normalize import InvalidUnicodeError, normalize_text
 
 SUPPORTED = (".jsonl", ".parquet", ".txt")
@@ -33,6 +34,16 @@ class Skip:
 
     def to_dict(self) -> dict:
         return {"where": self.where, "id": self.id, "reason": self.reason}
+
+
+@dataclass
+class DamagedFile(Skip):
+    """A file that broke part-way (truncated or corrupt): the records before `where` were kept."""
+
+    kept: int = 0  # records read before it broke
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "kept_records": self.kept}
 
 
 class ShardReader:
@@ -99,8 +110,6 @@ class ShardReader:
             return normalized
         if not normalized:
             return Skip(where, ident, "empty document")
-        from pipeline.corpus.sources import kind_of
-
         return Record(ident, normalized, where, kind_of(ident))
 
 

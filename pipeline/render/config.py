@@ -4,6 +4,12 @@ A config written for Glyph's `word2png_function.py` loads unchanged: the same
 hyphenated keys, the same defaults where a key is missing. A few extension keys
 (`fallback-fonts`, `tab-size`, `line-numbers`, `style`) add what the original
 could not express. Lengths are in PDF points (1/72 inch).
+
+Every value is bounded, so no config can cost a worker gigabytes or hours:
+page sides up to 14,400 pt (PDF's largest page); a page's pixels, after
+horizontal scaling, up to what the GLM-4.1V processor uses (28*28*15000 =
+11.76 M: it shrinks any larger image to that, so more is pure cost); the em up
+to 256 px; finite numbers; font paths that are TrueType/OpenType fonts.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 from PIL import ImageColor
 
 from pipeline.render import fonts
+from pipeline.render.tokens import GLM41V
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,9 @@ ALIGNMENTS = ("LEFT", "CENTER", "RIGHT", "JUSTIFY")
 # Glyph renders through it, so its pages hold this much less text. Kept for parity.
 FRAME_PADDING = 6.0
 BREAK_NEWLINE = "<br/>"
+MAX_PAGE_SIDE = 14400.0  # pt: PDF's largest page, 200 inches
+MAX_PAGE_PIXELS = GLM41V.max_pixels  # the target processor shrinks anything larger to this
+MAX_EM_PIXELS = 256.0  # a 12 pt font at 1536 dpi; the sampler's largest is under 100
 
 
 class RenderConfigError(ValueError):
@@ -82,9 +92,21 @@ class RenderConfig:
     # -- validation -------------------------------------------------------
     def _validate(self) -> None:
         width, height = self.page_size
-        _require(width > 0 and height > 0, "page-size", f"must be two positive numbers, got {self.page_size}")
+        _require(0 < width <= MAX_PAGE_SIDE and 0 < height <= MAX_PAGE_SIDE, "page-size",
+                 f"each side must be in (0, {MAX_PAGE_SIDE:.0f}] pt, got {self.page_size}")
         _require(0 < self.dpi <= 2400, "dpi", f"must be in (0, 2400], got {self.dpi}")
         _require(0 < self.font_size <= 500, "font-size", f"must be in (0, 500] pt, got {self.font_size}")
+        _require(0 < self.horizontal_scale <= 4, "horizontal-scale",
+                 f"must be in (0, 4], got {self.horizontal_scale}")
+        pixels_w, pixels_h = self.page_pixels
+        pixels = math.ceil(pixels_w * self.horizontal_scale) * pixels_h
+        _require(pixels <= MAX_PAGE_PIXELS, "page-size",
+                 f"{pixels_w}x{pixels_h} px at dpi {self.dpi:g} (horizontal-scale {self.horizontal_scale:g}) is "
+                 f"{pixels / 1e6:.1f} M pixels; the limit is {MAX_PAGE_PIXELS / 1e6:.2f} M (what GLM-4.1V's processor "
+                 "uses: it shrinks any larger page): lower dpi or page-size")
+        _require(self.font_size * self.scale <= MAX_EM_PIXELS, "font-size",
+                 f"{self.font_size:g} pt at dpi {self.dpi:g} is {self.font_size * self.scale:.0f} px per em; the "
+                 f"limit is {MAX_EM_PIXELS:.0f}")
         _require(
             self.line_height >= self.font_size,
             "line-height",
@@ -95,13 +117,10 @@ class RenderConfig:
             "alignment",
             f"must be one of {', '.join(ALIGNMENTS)}, got {self.alignment!r}",
         )
-        _require(
-            0 < self.horizontal_scale <= 4, "horizontal-scale", f"must be in (0, 4], got {self.horizontal_scale}"
-        )
         for key in ("margin-x", "margin-y", "left-indent", "right-indent", "space-before", "space-after",
                     "border-width", "border-padding"):
             value = getattr(self, key.replace("-", "_"))
-            _require(value >= 0, key, f"must be >= 0, got {value}")
+            _require(0 <= value <= MAX_PAGE_SIDE, key, f"must be in [0, {MAX_PAGE_SIDE:.0f}] pt, got {value}")
         _require(1 <= self.tab_size <= 32, "tab-size", f"must be in [1, 32], got {self.tab_size}")
         text_width = self.text_width - max(self.first_line_indent, 0)
         _require(
@@ -258,8 +277,10 @@ def _require(ok: bool, key: str, message: str) -> None:
 
 def _resolve_font(key: str, name: str, base_dir: Path | None) -> tuple[Path, str | None]:
     try:
-        return fonts.resolve_font_path(str(name), base_dir)
-    except fonts.FontNotFoundError as err:
+        path, warning = fonts.resolve_font_path(str(name), base_dir)
+        fonts.check_font_file(str(path))
+        return path, warning
+    except (fonts.FontNotFoundError, fonts.FontFileError) as err:
         raise RenderConfigError(f"{key}: {err}") from None
 
 
@@ -267,7 +288,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     try:
         if key == "page-size":
             parts = value.split(",") if isinstance(value, str) else list(value)
-            if len(parts) != 2:
+            if len(parts) != 2 or not all(math.isfinite(float(part)) for part in parts):
                 raise ValueError
             return (float(parts[0]), float(parts[1]))
         if key == "alignment":
@@ -277,6 +298,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if key == "fallback-fonts":
             return tuple(str(v) for v in value)
         if key == "tab-size":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
             return int(value)
         if isinstance(default, bool):
             if isinstance(value, str):
@@ -290,7 +313,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
                 raise ValueError
             return number
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise RenderConfigError(f"{key}: invalid value {value!r}") from None
 
 

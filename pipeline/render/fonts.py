@@ -80,11 +80,33 @@ class FontFace:
         return ord(char) in self.advances
 
 
+FONT_SIGNATURES = {b"\x00\x01\x00\x00": "TrueType", b"true": "TrueType", b"OTTO": "OpenType",
+                   b"ttcf": "TrueType collection"}
+
+
+class FontFileError(ValueError):
+    pass
+
+
+@functools.lru_cache(maxsize=256)
+def check_font_file(path: str) -> None:
+    """Raise FontFileError unless path is a TrueType/OpenType font or collection whose tables read."""
+    with open(path, "rb") as handle:
+        signature = handle.read(4)
+    if signature not in FONT_SIGNATURES:
+        raise FontFileError(f"{path} is not a font file (TTF, OTF or TTC); it starts with {signature!r}")
+    try:
+        load_face(path)
+    except Exception as err:  # noqa: BLE001 - any failure to read the tables means an unusable font
+        raise FontFileError(f"{path} is not a readable {FONT_SIGNATURES[signature]} font: "
+                            f"{type(err).__name__}: {err}") from None
+
+
 @functools.lru_cache(maxsize=32)
 def load_face(path: str | Path) -> FontFace:
     from fontTools.ttLib import TTFont
 
-    with TTFont(str(path), lazy=True) as font:
+    with TTFont(str(path), lazy=True, fontNumber=0) as font:  # a collection (.ttc): its first font
         upem = font["head"].unitsPerEm
         hmtx = font["hmtx"].metrics
         cmap = font.getBestCmap() or {}

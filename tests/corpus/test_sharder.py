@@ -160,3 +160,77 @@ def test_visual_token_budget_caps_every_unit(tmp_path, sample_docs):
     assert sum(counts) / len(counts) > 700, "units are not needlessly small"
     rendered = Renderer(load_style("best-en")).render(units[0]["text"], normalized=True)
     assert rendered.visual_tokens == counts[0], "the layout-only count is what rendering reports"
+
+
+def test_damaged_files_keep_what_was_readable_and_are_listed(tmp_path, sample_docs):
+    root = tmp_path / "damaged"
+    root.mkdir()
+    texts = list(sample_docs.values())
+
+    def records(prefix: str) -> bytes:
+        return "".join(json.dumps({"id": f"{prefix}{i}", "text": f"{prefix}{i}: " + texts[i % len(texts)][
+            i * 50:i * 50 + 3000]}) + "\n" for i in range(200)).encode()
+
+    packed_gz, packed_zst = gzip.compress(records("g")), zstandard.ZstdCompressor().compress(records("z"))
+    (root / "a-truncated.jsonl.gz").write_bytes(packed_gz[: len(packed_gz) // 2])
+    (root / "b-truncated.jsonl.zst").write_bytes(packed_zst[: len(packed_zst) // 2])
+    (root / "c-corrupt.jsonl.zst").write_bytes(packed_zst[:40] + b"\x00" * 64 + packed_zst[104:])
+    pq.write_table(pa.table({"id": ["p1", "p2"], "text": ["parquet one", "parquet two"]}), root / "d.parquet")
+    data = (root / "d.parquet").read_bytes()
+    (root / "d.parquet").write_bytes(data[:-12] + b"\x00" * 8 + data[-4:])  # a corrupt footer
+    (root / "e-fine.jsonl").write_text(json.dumps({"id": "fine", "text": "a whole file"}) + "\n")
+    summary = CorpusSharder(ShardSettings(num_shards=2)).run([str(root)], str(tmp_path / "out"))
+    damaged = {Path(d["where"].split(":")[0].split("#")[0]).name: d for d in summary["damaged_files"]}
+    assert sorted(damaged) == ["a-truncated.jsonl.gz", "b-truncated.jsonl.zst", "c-corrupt.jsonl.zst", "d.parquet"]
+    assert "truncated" in damaged["a-truncated.jsonl.gz"]["reason"]
+    assert "ends inside frame 1" in damaged["b-truncated.jsonl.zst"]["reason"]
+    assert "corrupt" in damaged["c-corrupt.jsonl.zst"]["reason"] and damaged["d.parquet"]["kept_records"] == 0
+    kept_gz = damaged["a-truncated.jsonl.gz"]["kept_records"]
+    kept_zst = damaged["b-truncated.jsonl.zst"]["kept_records"]
+    assert 20 < kept_gz < 200 and 20 < kept_zst < 200, "the records before the break are kept"
+    assert damaged["a-truncated.jsonl.gz"]["where"].endswith(f":{kept_gz + 1}"), "where it broke"
+    assert summary["documents"] == kept_gz + kept_zst + 1, "the run went on with the other files"
+    on_disk = json.loads((tmp_path / "out" / "sharding.json").read_text())
+    assert on_disk["damaged_files"] == summary["damaged_files"]
+    assert on_disk["skip_reasons"]["damaged file"] == 4
+
+
+def test_resharding_an_existing_folder(tmp_path, sample_docs):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": k, "text": v[:5000]}) + "\n" for k, v in sample_docs.items()))
+    out = tmp_path / "shards"
+    first = CorpusSharder(ShardSettings(num_shards=4)).run([str(corpus)], str(out))
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = CorpusSharder(ShardSettings(num_shards=4)).run([str(corpus)], str(out))
+    assert again["unchanged"] and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+    with pytest.raises(ValueError, match=r"other settings \(settings\.num_shards|num_shards: 4 -> 2") as caught:
+        CorpusSharder(ShardSettings(num_shards=2)).run([str(corpus)], str(out))
+    assert "--overwrite" in str(caught.value)
+    with corpus.open("a") as handle:
+        handle.write(json.dumps({"id": "new", "text": "a document added since"}) + "\n")
+    with pytest.raises(ValueError, match="the inputs changed since"):
+        CorpusSharder(ShardSettings(num_shards=4)).run([str(corpus)], str(out))
+    summary = CorpusSharder(ShardSettings(num_shards=2)).run([str(corpus)], str(out), overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [shard_name("corpus", i) for i in range(2)] + ["manifest.parquet", "sharding.json"]), \
+        "no shard file of the earlier sharding is left to mix in"
+    assert summary["documents"] == first["documents"] + 1
+
+
+def test_more_shards_than_open_files_allowed(tmp_path, sample_docs):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": k, "text": v[:20000]}) + "\n" for k, v in sample_docs.items()))
+    import subprocess
+    import sys
+
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64));"
+              "from pipeline.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", script, "shard", str(corpus), "--out", str(tmp_path / "out"),
+                             "--num-shards", "300", "--max-chars", "2000"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "sharding.json").read_text())
+    assert summary["num_shards"] == 300 and len(list((tmp_path / "out").glob("*.jsonl.gz"))) == 300
+    assert sum(s["units"] for s in summary["shards"]) == summary["units"]
+    with pytest.raises(ValueError, match=r"num-shards: must be in \[1, 100000\]"):
+        ShardSettings(num_shards=100_001)

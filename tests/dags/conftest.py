@@ -16,6 +16,8 @@ def airflow_env(tmp_path_factory):
         "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        # the tests' temporary folders and the test bucket are where triggered runs may write
+        "GLYPH_OUTPUT_ROOTS": f"{tmp_path_factory.getbasetemp()},s3://glyph-test",
     }
     os.environ.update(env)
     result = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], capture_output=True,

@@ -49,6 +49,18 @@ def test_glyph_render_from_params(airflow_env, s3, tmp_path, sample_docs):
     assert {"airflow-render/rendered/manifest.json", "airflow-render/rendered/corpus-train-000000.tar",
             "airflow-render/input/sharding.json"} <= keys
 
+    # Triggered again with other styles: refused (not mixed in, not retried); with overwrite, replaced.
+    conf = {"corpus_uri": str(corpus), "output_uri": s3.uri("airflow-render"), "styles": "web=1", "num_shards": 2}
+    again = get_dag("glyph_render").test(run_conf=conf)
+    assert str(again.state) == "failed"
+    states = {ti.task_id: (str(ti.state), ti.try_number) for ti in again.get_task_instances()}
+    assert states["shard"][0] == "success" and states["render"] == ("failed", 1)
+    replaced = get_dag("glyph_render").test(run_conf={**conf, "overwrite": True})
+    assert str(replaced.state) == "success"
+    manifest = json.loads(s3.client().get_object(Bucket=s3.bucket, Key="airflow-render/rendered/manifest.json")
+                          ["Body"].read())
+    assert set(manifest["styles"]) <= {"web", "code"} and "web" in manifest["styles"]
+
 
 def test_refresh_publishes_then_exits_early_when_nothing_is_new(airflow_env, s3, tmp_path, sample_docs, monkeypatch):
     s3.proxy.heal()

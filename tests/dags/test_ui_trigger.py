@@ -32,7 +32,9 @@ def airflow_server(tmp_path_factory, s3, inputs):
         "GLYPH_RETRY_DELAY_S": "1", "GLYPH_STAGE_RETRY_DELAY_S": "1",
         "GLYPH_RAW_PREFIX": str(inputs / "raw"), "GLYPH_DATA_ROOT": s3.uri("scheduled"), "GLYPH_STYLES": "document=1",
         "GLYPH_TRAIN_MODEL": str(inputs / "tiny"), "GLYPH_TRAIN_OUTPUT_URI": str(inputs / "train"),
-        "GLYPH_TRAIN_MAX_STEPS": "2", "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions")})
+        "GLYPH_TRAIN_MAX_STEPS": "2", "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"),
+        "GLYPH_OUTPUT_ROOTS": f"{tmp_path_factory.getbasetemp()},{s3.uri()}",
+        "GLYPH_DASK_SCHEDULERS": "tcp://127.0.0.1:1"})
     server.start()
     yield server
     assert server.stop() == [], "SIGINT stops every component standalone started"
@@ -77,6 +79,17 @@ def test_bad_conf_is_refused_by_the_api_before_anything_runs(airflow_server):
     with pytest.raises(urllib.error.HTTPError) as refused:
         airflow_server.trigger("glyph_render", {"styles": "document:0.5;web"})
     assert refused.value.code == 400 and "styles" in refused.value.read().decode()
+    for outside in ("/etc/glyph", "relative/out", "s3://other-bucket/x"):  # outside GLYPH_OUTPUT_ROOTS
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            airflow_server.trigger("glyph_render", {"output_uri": outside})
+        assert refused.value.code == 400 and "output_uri" in refused.value.read().decode(), outside
+    inside = airflow_server.env["GLYPH_OUTPUT_ROOTS"].split(",")[0]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        airflow_server.trigger("glyph_render", {"output_uri": f"{inside}/../../etc"})
+    assert refused.value.code == 400, "no climbing out of a root"
+    with pytest.raises(urllib.error.HTTPError) as refused:  # not one of GLYPH_DASK_SCHEDULERS
+        airflow_server.trigger("glyph_render", {"dask_scheduler": "tcp://10.0.0.9:8786"})
+    assert refused.value.code == 400 and "dask_scheduler" in refused.value.read().decode()
 
 
 def test_scheduled_refresh_publishes_and_its_asset_event_starts_training(airflow_server, s3, inputs):
@@ -124,16 +137,19 @@ def test_trigger_forms_in_a_real_browser(airflow_server, tmp_path, sample_docs):
         before = {run["dag_run_id"] for run in airflow_server._call("GET", "/api/v2/dags/glyph_render/dagRuns")
                   ["dag_runs"]}
         dialog.locator("#element_corpus_uri").fill(str(corpus))
+        # an unknown style, then an output outside GLYPH_OUTPUT_ROOTS: each refused, and no run starts
+        for output, styles in ((out, "bogus=1"), ("/etc/glyph-render", "web")):
+            dialog.locator("#element_output_uri").fill(str(output))
+            dialog.locator("#element_styles").fill(styles)
+            dialog.get_by_role("button", name="Trigger").click()
+            toast = page.locator("[data-scope=toast][data-type=error]").first
+            toast.wait_for()  # the API refused the conf (the UI says "Bad Request", not which field)
+            assert "Failed to Trigger" in toast.inner_text()
+            page.mouse.move(5, 500)  # a toast stays while the pointer rests on it, and it covers Trigger
+            toast.wait_for(state="detached", timeout=60_000)
+            runs = airflow_server._call("GET", "/api/v2/dags/glyph_render/dagRuns")["dag_runs"]
+            assert {run["dag_run_id"] for run in runs} == before, f"{output} {styles}: no run"
         dialog.locator("#element_output_uri").fill(str(out))
-        dialog.locator("#element_styles").fill("bogus=1")
-        dialog.get_by_role("button", name="Trigger").click()
-        toast = page.locator("[data-scope=toast][data-type=error]").first
-        toast.wait_for()  # the API refused the conf (the UI says "Bad Request", not which field)
-        assert "Failed to Trigger" in toast.inner_text()
-        page.mouse.move(5, 500)  # a toast stays while the pointer rests on it, and it covers the Trigger button
-        toast.wait_for(state="detached", timeout=60_000)
-        runs = airflow_server._call("GET", "/api/v2/dags/glyph_render/dagRuns")["dag_runs"]
-        assert {run["dag_run_id"] for run in runs} == before, "an unknown style starts no run"
         dialog.locator("#element_styles").fill("web")
         dialog.get_by_role("button", name="Trigger").click()
         page.wait_for_url("**/dags/glyph_render/runs/**")

@@ -84,3 +84,52 @@ def test_shipped_styles_load_and_match_the_paper():
 def test_unknown_style_lists_the_choices():
     with pytest.raises(RenderConfigError, match="best-en"):
         load_style("nope")
+
+
+HOSTILE = [
+    ({"page-size": "inf,842"}, "page-size: invalid value"),
+    ({"page-size": "595,nan"}, "page-size: invalid value"),
+    ({"page-size": "1e9,842"}, r"page-size: each side must be in \(0, 14400\]"),
+    ({"dpi": 2400}, "page-size: 19834x28067 px at dpi 2400"),  # 5.8 GB for one page before the bound
+    ({"page-size": "14400,14400", "font-size": 500}, "M pixels; the limit is 11.76 M"),
+    ({"font-size": 200, "dpi": 300}, "font-size: 200 pt at dpi 300 is 833 px per em; the limit is 256"),
+    ({"margin-x": 1e300}, r"margin-x: must be in \[0, 14400\]"),
+    ({"tab-size": float("inf")}, "tab-size: invalid value"),
+    ({"horizontal-scale": 1e9}, r"horizontal-scale: must be in \(0, 4\]"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", HOSTILE)
+def test_hostile_configs_are_refused_naming_the_key(overrides, message):
+    with pytest.raises(RenderConfigError, match=message):
+        RenderConfig.from_glyph_dict({"page-size": "595,842", **overrides})
+
+
+def test_a_font_path_must_be_a_font(tmp_path):
+    text = tmp_path / "notes.ttf"
+    text.write_text("these are not glyphs")
+    with pytest.raises(RenderConfigError, match=r"font-path: .*notes.ttf is not a font file \(TTF, OTF or TTC\)"):
+        RenderConfig.from_glyph_dict({"font-path": str(text)})
+    broken = tmp_path / "broken.ttf"
+    broken.write_bytes(b"\x00\x01\x00\x00" + b"\x00" * 40)
+    with pytest.raises(RenderConfigError, match="fallback-fonts: .*broken.ttf is not a readable TrueType font"):
+        RenderConfig.from_glyph_dict({"fallback-fonts": [str(broken)]})
+
+
+def test_hostile_configs_fail_cleanly_under_a_memory_limit(tmp_path):
+    """Through the CLI, with the address space capped at 3 GiB: one error line, exit 2, no traceback."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "doc.txt").write_text("Some text to render. " * 50)
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30));"
+              "from pipeline.cli import main; sys.exit(main(sys.argv[1:]))")
+    for number, (overrides, message) in enumerate(HOSTILE[:6]):
+        config = tmp_path / f"hostile-{number}.json"
+        config.write_text(json.dumps({"page-size": "595,842", **{k: v for k, v in overrides.items()}}))
+        result = subprocess.run([sys.executable, "-c", script, "render", "--text", str(tmp_path / "doc.txt"),
+                                 "--config", str(config), "--out", str(tmp_path / f"out-{number}")],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-1500:]
+        assert "pipeline: error:" in result.stderr
