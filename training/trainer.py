@@ -391,10 +391,27 @@ def write_parameter_digest(trainer: Trainer, local: str, rank: int) -> None:
 def run_stage(main, argv=None) -> int:
     """An entry point's errors a user can fix, as one line and exit code 2; not a traceback."""
     try:
-        return main(argv)
+        code = main(argv)
+        close_process_group(wait_for_others=True)
+        return code
     except UsageError as err:
         message = str(err).strip()
         if "Original Traceback" in message:  # raised in a DataLoader worker: its last line says why
             message = message.splitlines()[-1].split(": ", 1)[-1]
         print(f"error: {message}", file=sys.stderr, flush=True)
         return 2
+    finally:
+        close_process_group(wait_for_others=False)
+
+
+def close_process_group(wait_for_others: bool) -> None:
+    """Shut the process group down before the interpreter does: left to interpreter exit, a gloo rank's
+    communication threads can be destroyed while running ("terminate called without an active exception",
+    SIGABRT, after a finished run)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait_for_others:
+        dist.barrier()
+    dist.destroy_process_group()
