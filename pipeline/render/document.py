@@ -27,6 +27,7 @@ class RenderedPage:
     missing_chars: list[str]
     text_tokens: int
     visual_tokens: int
+    legibility: dict = field(default_factory=dict)  # px_per_em, contrast, gutter (see Renderer.legibility)
 
     @property
     def width(self) -> int:
@@ -52,6 +53,7 @@ class RenderedPage:
             "width": self.width,
             "height": self.height,
             "lines": self.lines,
+            **self.legibility,
         }
 
 
@@ -83,6 +85,15 @@ class Renderer:
             *(tokenizer,) if tokenizer else ())
         self.vision = vision
 
+    @property
+    def legibility(self) -> dict:
+        """What lets training see or filter how readable a page is: effective pixels per em (after the
+        horizontal squeeze), the text's WCAG contrast on its background, and whether a line-number gutter is
+        drawn (its numbers are never part of the page's target text)."""
+        cfg = self.cfg
+        return {"px_per_em": round(cfg.px_per_em, 2), "contrast": round(cfg.contrast, 2),
+                "gutter": {"line_numbers": cfg.line_numbers, "in_target": False}}
+
     def render(self, raw_text: str, normalized: bool = False) -> RenderedDocument:
         """Render a whole document, all pages in memory."""
         text = raw_text if normalized else normalize_text(raw_text)
@@ -109,6 +120,7 @@ class Renderer:
                 missing_chars=sorted(layout.missing_chars)[:32],
                 text_tokens=self.tokenizer.count(page_text),
                 visual_tokens=self.vision.tokens(width, height),
+                legibility=self.legibility,
             )
 
 

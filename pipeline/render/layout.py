@@ -26,6 +26,9 @@ _CJK = (
     "\u1100-\u11ff\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3100-\u31ff\u3200-\u9fff"
     "\ua960-\ua97f\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff"
 )
+# Kinsoku: closing punctuation, small kana and iteration marks never start a line (JIS X 4051, GB/T 15834).
+NO_LINE_START = frozenset("，。、．：；！？）」』】〕〉》〗〙〛〞”’…‥ー々〻ゝゞヽヾぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶ"
+                          "）］｝｠｣、。，．：；！？")
 # One group per token kind; match.lastindex tells which matched.
 _TOKEN = re.compile(rf"( +)|(\t)|(\n)|([{_CJK}]|[^ \t\n{_CJK}]+)")
 _SPACE, _TAB, _NEWLINE, _WORD = 1, 2, 3, 4
@@ -256,8 +259,11 @@ class Paginator:
                 line.x += width
                 line.content, line.has_word = line.x, True
             elif line.tokens and (line.has_word or width <= full + 1e-9):
+                carried = _kinsoku_carry(line, self.text[s]) if e - s == 1 else None
                 out.append(line.done())
                 line = _Line(full, 0.0)
+                if carried is not None:
+                    line.add_word(carried)
                 if width <= full + 1e-9:
                     line.add_word(token)
                 else:
@@ -433,6 +439,20 @@ def _inner_space_tokens(tokens: list[_Token]) -> list[_Token]:
         return []
     return [t for t in tokens[words[0]:words[-1]] if t[0] == _SPACE]
 
+
+
+def _kinsoku_carry(line: _Line, char: str) -> _Token | None:
+    """When `char` would start the next line but may not (kinsoku), take the line's last character back to
+    carry it along (the line then ends a little short, as in CJK typesetting); None if nothing can go."""
+    if char not in NO_LINE_START or len(line.tokens) < 2:
+        return None
+    last = line.tokens[-1]
+    if last[0] != _WORD or last[2] - last[1] != 1 or line.tokens[-2][0] != _WORD:
+        return None  # only a single CJK character right after another word moves
+    line.tokens.pop()
+    line.x -= last[3]
+    line.content = line.x
+    return last
 
 
 class _Line:

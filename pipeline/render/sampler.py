@@ -28,17 +28,22 @@ MAX_TRIES = 100
 
 
 class StyleSampler:
-    def __init__(self, seed: int | str = 0):
-        self.seed = seed
+    """`min_px_per_em`: redraw configs whose text would be smaller than this many effective pixels per em
+    (Glyph trains on low dpi too, so there is no floor by default)."""
+
+    def __init__(self, seed: int | str = 0, min_px_per_em: float | None = None):
+        self.seed, self.min_px_per_em = seed, min_px_per_em
 
     def sample(self, key: str | int = "") -> RenderConfig:
         """The config for `key` (for example a document id) under this sampler's seed."""
         rng = random.Random(f"{self.seed}:{key}")
         for _ in range(MAX_TRIES):
             try:
-                return RenderConfig(**self._draw(rng))
+                cfg = RenderConfig(**self._draw(rng))
             except RenderConfigError:
                 continue
+            if self.min_px_per_em is None or cfg.px_per_em >= self.min_px_per_em:
+                return cfg
         raise RuntimeError(f"style sampler: no valid config in {MAX_TRIES} draws (seed {self.seed!r}, key {key!r})")
 
     @staticmethod

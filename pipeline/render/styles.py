@@ -51,11 +51,15 @@ class StyleMixture:
     stands for the style sampler, seeded with the same seed and key.
     """
 
-    def __init__(self, weights: dict[str, float], seed: int = 0):
-        self.weights, self.seed = weights, seed
+    def __init__(self, weights: dict[str, float], seed: int = 0, min_px_per_em: float | None = None):
+        self.weights, self.seed, self.min_px_per_em = weights, seed, min_px_per_em
         self._names, self._weights = list(weights), list(weights.values())
         self._styles = {name: load_style(name) for name in weights if name != RANDOM}
         self._code = load_style("code")
+        for name, cfg in [*self._styles.items(), ("code", self._code)]:
+            if min_px_per_em is not None and cfg.px_per_em < min_px_per_em:
+                raise RenderConfigError(f"min-px-per-em: style {name!r} draws {cfg.px_per_em:.1f} px per em, "
+                                        f"below the floor of {min_px_per_em:g}")
 
     def choose(self, key: str, kind: str = "text") -> RenderConfig:
         if kind == "code":
@@ -66,11 +70,11 @@ class StyleMixture:
         if name == RANDOM:
             from pipeline.render.sampler import StyleSampler
 
-            return StyleSampler(self.seed).sample(key)
+            return StyleSampler(self.seed, self.min_px_per_em).sample(key)
         return self._styles[name]
 
     def describe(self) -> dict:
-        return {"mixture": self.weights, "seed": self.seed, "code_files": "code"}
+        return {"mixture": self.weights, "seed": self.seed, "code_files": "code", "min_px_per_em": self.min_px_per_em}
 
 
 def parse_mixture(spec: str) -> dict[str, float]:

@@ -106,3 +106,27 @@ def test_ink_is_within_five_percent_of_poppler(prose, dpi, palette):
     poppler_page = Renderer(cfg, "pdf").render(prose[:4000]).pages[0].pixels
     assert skia_page.shape == poppler_page.shape
     assert _ink(skia_page) / _ink(poppler_page) == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("backend", ["skia", "pdf"])
+def test_auto_crop_keeps_paragraph_backgrounds_and_borders_whole(backend):
+    """A short line in a shaded, bordered box: the crop keeps the whole box, as Glyph's pixel scan does."""
+    cfg = RenderConfig(margin_x=10, margin_y=10, para_bg_color="#E8E8F0", para_border_color="#303030",
+                       border_width=1.5, border_padding=4, auto_crop_width=True, auto_crop_last_page=True)
+    page = Renderer(cfg, backend).render("A short line in a box.").pages[0]
+    box_right = (cfg.text_left + cfg.text_width + cfg.border_padding + cfg.border_width / 2) * cfg.scale
+    assert page.width >= box_right + cfg.margin_x * cfg.scale - 1
+    gray = page.pixels.astype(int) if page.pixels.ndim == 2 else page.pixels.mean(axis=2)
+    right_edge = gray[:, int(box_right) - 2:int(box_right) + 1]
+    assert (right_edge < 100).any(), "the box's right border is on the page"
+    plain = Renderer(cfg.replace(para_bg_color="#FFFFFF", border_width=0), backend).render("A short line.").pages[0]
+    assert plain.width < 200, "with no visible box, the crop still follows the text"
+
+
+def test_page_metadata_says_how_legible_it_is():
+    cfg = RenderConfig(dpi=96, font_size=9, horizontal_scale=0.8, font_color="#222222", line_numbers=True)
+    meta = Renderer(cfg).render("one\ntwo").pages[0].metadata()
+    assert meta["px_per_em"] == round(9 * 96 / 72 * 0.8, 2)
+    assert meta["contrast"] == pytest.approx(15.9, abs=0.1)  # #222222 on white, WCAG
+    assert meta["gutter"] == {"line_numbers": True, "in_target": False}
+    assert Renderer(RenderConfig()).render("x").pages[0].metadata()["gutter"]["line_numbers"] is False

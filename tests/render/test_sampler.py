@@ -1,5 +1,7 @@
 from collections import Counter
 
+import pytest
+
 from pipeline.render.config import RenderConfig
 from pipeline.render.sampler import DPI_SET, FONT_SIZES, StyleSampler
 
@@ -31,3 +33,20 @@ def test_samples_are_valid_and_cover_the_paper_ranges():
     families = Counter(c.style.rsplit("-", 1)[1] for c in configs)
     assert set(families) == {"serif", "sans", "mono"}
     assert any("dark" in c.style for c in configs)
+
+
+def test_a_legibility_floor_redraws_small_text():
+    from pipeline.render.sampler import StyleSampler
+
+    unfloored = [StyleSampler(3).sample(f"doc-{i}").px_per_em for i in range(200)]
+    assert min(unfloored) < 8, "the sampler does draw small text (as Glyph trains on it)"
+    floored = [StyleSampler(3, min_px_per_em=8).sample(f"doc-{i}").px_per_em for i in range(200)]
+    assert min(floored) >= 8
+
+
+def test_a_named_style_below_the_floor_is_refused():
+    from pipeline.render.config import RenderConfigError
+    from pipeline.render.styles import StyleMixture
+
+    with pytest.raises(RenderConfigError, match="min-px-per-em: style 'best-en' draws 9.0 px per em"):
+        StyleMixture({"best-en": 1.0}, min_px_per_em=12)

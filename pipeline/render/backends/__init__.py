@@ -53,13 +53,32 @@ def crop_box(cfg: RenderConfig, page: PageLayout, is_last: bool, size: tuple[int
     """
     width, height = size
     sx, sy = cfg.scale * cfg.horizontal_scale, cfg.scale
+    box = _visible_box(cfg) if page.blocks else None  # a paragraph background or border is ink too
     if cfg.auto_crop_width and page.lines:
-        right = max(line.x1 for line in page.lines) + cfg.margin_x
-        width = min(width, max(1, math.ceil(right * sx)))
+        right = max(line.x1 for line in page.lines)
+        if box is not None:
+            right = max(right, cfg.text_left + cfg.text_width + box)
+        width = min(width, max(1, math.ceil((right + cfg.margin_x) * sx)))
     if cfg.auto_crop_last_page and is_last and page.lines:
-        bottom = page.lines[-1].top + cfg.line_height + cfg.margin_y
-        height = min(height, max(1, math.ceil(bottom * sy)))
+        bottom = page.lines[-1].top + cfg.line_height
+        if box is not None:
+            bottom = max(bottom, page.blocks[-1].bottom + box)
+        height = min(height, max(1, math.ceil((bottom + cfg.margin_y) * sy)))
     return width, height
+
+
+def _visible_box(cfg: RenderConfig) -> float | None:
+    """How far a visible paragraph box reaches past the text (padding, half its border), or None when
+    neither its fill nor its border stands out from the page (by Glyph's crop tolerance, 5 gray levels)."""
+    from pipeline.render.config import parse_color
+
+    def differs(color: str) -> bool:
+        return abs(sum(parse_color(color)) - sum(parse_color(cfg.page_bg_color))) / 3 > 5
+
+    border = cfg.border_width > 0 and differs(cfg.para_border_color)
+    if not (differs(cfg.para_bg_color) or border):
+        return None
+    return cfg.border_padding + (cfg.border_width / 2 if border else 0.0)
 
 
 def line_boxes(cfg: RenderConfig, page: PageLayout) -> list[dict]:
