@@ -5,7 +5,11 @@ cd "$(dirname "$0")/.."
 
 # slurm-wlm and munge: the tests start a real one-node Slurm cluster for the Slurm launcher.
 # chromium: the browser the UI tests drive through Playwright (its own browser download cannot work here).
-APT_PACKAGES=(poppler-utils tesseract-ocr tesseract-ocr-eng slurm-wlm munge chromium)
+# fonts-noto-*: free fonts for the world's scripts and colour emoji (the renderer's fallback chain);
+# tesseract-ocr-{ara,heb,hin,tha} and pango1.0-tools: the shaping tests read pages back against a Pango reference.
+APT_PACKAGES=(poppler-utils tesseract-ocr tesseract-ocr-eng slurm-wlm munge chromium
+              fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji
+              tesseract-ocr-ara tesseract-ocr-heb tesseract-ocr-hin tesseract-ocr-tha pango1.0-tools)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -18,12 +18,22 @@ from pipeline import REPO_ROOT
 log = logging.getLogger(__name__)
 
 FONTS_DIR = Path(os.environ.get("GLYPH_FONTS_DIR", REPO_ROOT / "fonts"))
+# Free fonts for the world's scripts that set-up installs (Debian fonts-noto-core, -cjk, -color-emoji; OFL).
+SYSTEM_FONT_DIRS = tuple(Path(d) for d in os.environ.get(
+    "GLYPH_SYSTEM_FONT_DIRS", "/usr/share/fonts/truetype/noto:/usr/share/fonts/opentype/noto").split(":") if d)
+WORLD_FONTS = (  # after the bundled chain, in this order; those not installed are left out
+    "NotoSansArabic-Regular.ttf", "NotoNaskhArabic-Regular.ttf", "NotoSansHebrew-Regular.ttf",
+    "NotoSansDevanagari-Regular.ttf", "NotoSansBengali-Regular.ttf", "NotoSansTamil-Regular.ttf",
+    "NotoSansThai-Regular.ttf", "NotoSansEthiopic-Regular.ttf", "NotoSansCJK-Regular.ttc", "NotoColorEmoji.ttf",
+    "NotoSans-Regular.ttf", "NotoSansSymbols-Regular.ttf", "NotoSansSymbols2-Regular.ttf", "NotoSansMath-Regular.ttf",
+)
 
 SANS = "DejaVuSans.ttf"
 SERIF = "DejaVuSerif.ttf"
 MONO = "DejaVuSansMono.ttf"
 CJK = "DroidSansFallbackFull.ttf"
-DEFAULT_FALLBACKS = (SANS, SERIF, MONO, CJK)
+DEFAULT_FALLBACKS = (SANS, SERIF, MONO, CJK, *(name for name in WORLD_FONTS
+                                               if any((d / name).is_file() for d in SYSTEM_FONT_DIRS)))
 FAMILIES = {"sans": SANS, "serif": SERIF, "mono": MONO, "cjk": CJK}
 
 # Fonts named by Glyph's configs (or common in configs) that we cannot ship,
@@ -54,7 +64,7 @@ def resolve_font_path(name: str, base_dir: Path | None = None) -> tuple[Path, st
     candidates = []
     if base_dir is not None and not given.is_absolute():
         candidates.append(base_dir / given)
-    candidates += [given, FONTS_DIR / given.name]
+    candidates += [given, FONTS_DIR / given.name, *(folder / given.name for folder in SYSTEM_FONT_DIRS)]
     for path in candidates:
         if path.is_file():
             return path.resolve(), None
@@ -75,6 +85,7 @@ class FontFace:
     advances: dict[int, float]  # code point -> advance width in em
     ascent: float
     descent: float  # positive, below the baseline
+    color: bool = False  # colour glyphs (emoji): drawn in colour, not as a mask
 
     def has(self, char: str) -> bool:
         return ord(char) in self.advances
@@ -95,8 +106,11 @@ def check_font_file(path: str) -> None:
         signature = handle.read(4)
     if signature not in FONT_SIGNATURES:
         raise FontFileError(f"{path} is not a font file (TTF, OTF or TTC); it starts with {signature!r}")
+    from fontTools.ttLib import TTFont
+
     try:
-        load_face(path)
+        with TTFont(path, lazy=True, fontNumber=0) as font:  # the tables every use needs (cmap read lazily)
+            font["head"].unitsPerEm, font["hhea"].ascent, font["hmtx"], font["cmap"]
     except Exception as err:  # noqa: BLE001 - any failure to read the tables means an unusable font
         raise FontFileError(f"{path} is not a readable {FONT_SIGNATURES[signature]} font: "
                             f"{type(err).__name__}: {err}") from None
@@ -113,20 +127,41 @@ def load_face(path: str | Path) -> FontFace:
         advances = {code: hmtx[glyph][0] / upem for code, glyph in cmap.items()}
         hhea = font["hhea"]
         ascent, descent = hhea.ascent / upem, abs(hhea.descent) / upem
-    return FontFace(Path(path), advances, ascent, descent)
+        color = any(tag in font for tag in ("CBDT", "COLR", "sbix", "SVG "))
+    return FontFace(Path(path), advances, ascent, descent, color)
+
+
+class LazyFaces:
+    """The chain's faces, each read on first use: most text needs only the first, and the world fonts'
+    tables (CJK, emoji) take a while to read."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> FontFace:
+        return load_face(self.paths[index])
+
+    def __iter__(self):
+        return (load_face(path) for path in self.paths)
 
 
 @dataclass
 class FontChain:
     """The primary font followed by its fallbacks; resolves each character."""
 
-    faces: list[FontFace]
+    faces: LazyFaces
     _lookup: dict[str, tuple[int, float]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_paths(cls, paths) -> FontChain:
-        unique = list(dict.fromkeys(str(p) for p in paths))
-        return cls([load_face(p) for p in unique])
+        return cls(LazyFaces(list(dict.fromkeys(str(p) for p in paths))))
+
+    @property
+    def paths(self) -> list[str]:
+        return self.faces.paths
 
     @property
     def primary(self) -> FontFace:

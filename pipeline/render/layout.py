@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from pipeline.render.config import BREAK_NEWLINE, RenderConfig, parse_color, parse_newline_markup
 from pipeline.render.fonts import REPLACEMENT, FontChain
+from pipeline.render.shaping import COMPLEX, Shaper, bidi_levels, cluster_bounds, needs_shaping, visual_order
 
 _CJK = (
     "\u1100-\u11ff\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3100-\u31ff\u3200-\u9fff"
@@ -45,6 +46,8 @@ class Run:
     text: str
     x: float
     color: str | None = None  # None: the config's font colour
+    glyphs: list[int] | None = None  # shaped: HarfBuzz's glyph ids, in display order...
+    offsets: list[tuple[float, float]] | None = None  # ...and each one's position from x (pt, y down)
 
 
 @dataclass
@@ -95,6 +98,7 @@ class _Measure:
         self.space = self.char(" ")
         self.tab_stop = self.space * cfg.tab_size
         self.marker = sum(self.char(c) for c in marker) if marker else 0.0
+        self.shaper: Shaper | None = None  # set for a document that needs shaping
 
     def trim(self, limit: int = 500_000) -> None:
         if len(self._word) > limit:
@@ -122,6 +126,8 @@ class _Measure:
     def word(self, text: str) -> float:
         width = self._word.get(text)
         if width is None:
+            if self.shaper is not None and COMPLEX.search(text):
+                return self.shaper.width(text)  # cached by the shaper (a per-document object)
             char = self.char
             width = sum(map(char, text))
             if len(text) < 64:
@@ -149,8 +155,11 @@ class Paginator:
             digits = len(str(text.count("\n") + 1))
             self.gutter = (digits + 1) * self.measure.char("0")
         lookup = self.chain.lookup
+        self.shaper = Shaper(self.chain, self.cfg.font_size) if needs_shaping(text) else None
+        self.measure.shaper = self.shaper
+        self._bidi: tuple[int, int, list[int]] | None = None  # (hard line start, base level, levels)
         # Most documents need only the primary font: skip per-word font checks then.
-        self.single_font = all(lookup(ch)[0] == 0 for ch in set(text) - {"\n", "\t"})
+        self.single_font = self.shaper is None and all(lookup(ch)[0] == 0 for ch in set(text) - {"\n", "\t"})
         self.pages: list[PageLayout] = []
         self.line_number = 1
         self._new_page(0)
@@ -188,6 +197,8 @@ class Paginator:
             self.cursor += cfg.space_before
         first = True
         for hard_start, hard_end, newline in self._hard_lines(start, end):
+            if self.shaper is not None:  # each source line is a bidi paragraph
+                self._bidi = (hard_start, *bidi_levels(self.text[hard_start:hard_end]))
             number = self.line_number if cfg.line_numbers else None
             self.line_number += 1
             lines = self._wrap(hard_start, hard_end, first and not is_blank)
@@ -281,7 +292,7 @@ class Paginator:
         if not segment or "\t" in segment or "\n" in segment:
             return None
         content = segment.rstrip(" ")
-        width = sum(map(self.measure.char, content))
+        width = self.measure.word(content) if self.shaper is not None else sum(map(self.measure.char, content))
         if width > avail + 1e-9 or not content:
             return None
         tail = start + len(content)
@@ -290,6 +301,8 @@ class Paginator:
     def _break_word(self, token: _Token, line: _Line, full: float, out: list) -> _Line:
         """Split a word wider than the room left into pieces by character; return the open line."""
         tok_start, tok_end = token[1], token[2]
+        if self.shaper is not None:
+            return self._break_clusters(token, line, full, out)
         widths = list(itertools.accumulate(map(self.measure.char, self.text[tok_start:tok_end]), initial=0.0))
         pos, size = 0, len(widths) - 1
         while pos < size:
@@ -307,23 +320,57 @@ class Paginator:
                 line = _Line(full, 0.0)
         return line
 
+    def _break_clusters(self, token: _Token, line: _Line, full: float, out: list) -> _Line:
+        """_break_word for shaped text: cuts only between grapheme clusters, pieces measured shaped."""
+        bounds = cluster_bounds(self.text, token[1], token[2])
+        word = self.measure.word
+        index = 0
+        while index < len(bounds) - 1:
+            room = line.avail - line.x + 1e-9
+            cut = index + 1
+            while cut < len(bounds) - 1 and word(self.text[bounds[index]:bounds[cut + 1]]) <= room:
+                cut += 1
+            piece = self.text[bounds[index]:bounds[cut]]
+            if word(piece) > room and line.tokens:  # not even one cluster fits after what is there
+                out.append(line.done())
+                line = _Line(full, 0.0)
+                continue
+            line.add_word((_WORD, bounds[index], bounds[cut], word(piece)))
+            index = cut
+            if index < len(bounds) - 1:
+                out.append(line.done())
+                line = _Line(full, 0.0)
+        return line
+
     # -- placing ---------------------------------------------------------------
     def _place(self, tokens: list[_Token], width: float, indent: float, last: bool, end: int) -> Line:
         cfg = self.cfg
         left = cfg.text_left + self.gutter + indent
         avail = cfg.text_width - self.gutter - indent
         gap_extra = 0.0
-        if cfg.alignment == "RIGHT":
+        alignment = cfg.alignment
+        if self.shaper is not None and self._bidi is not None and self._bidi[1] == 1:
+            # An RTL paragraph starts at the right margin: LEFT (and a justified last line) means "start".
+            left = cfg.text_left + self.gutter
+            if alignment == "LEFT" or (alignment == "JUSTIFY" and last):
+                alignment = "RIGHT"
+            if alignment == "RIGHT":
+                left -= indent
+        if alignment == "RIGHT":
             left += max(avail - width, 0.0)
-        elif cfg.alignment == "CENTER":
+        elif alignment == "CENTER":
             left += max(avail - width, 0.0) / 2
-        elif cfg.alignment == "JUSTIFY" and not last:
+        elif alignment == "JUSTIFY" and not last:
             gaps = _inner_space_tokens(tokens)
             if gaps:
                 gap_extra = max(avail - width, 0.0) / len(gaps)
         start = tokens[0][1] if tokens else end
         line = Line(start=start, end=end, top=0.0, x0=left, x1=left + width)
-        line.runs = self._runs(tokens, left, gap_extra)
+        if self.shaper is not None:
+            line.runs, drawn = self._shaped_runs(tokens, left, gap_extra)
+            line.x1 = left + drawn
+        else:
+            line.runs = self._runs(tokens, left, gap_extra)
         if gap_extra:
             line.x1 = left + avail
         return line
@@ -364,6 +411,54 @@ class Paginator:
                 x += gap_extra
                 current = None
         return runs
+
+    def _shaped_runs(self, tokens: list[_Token], left: float, gap_extra: float) -> tuple[list[Run], float]:
+        """A line's runs in display order: pieces of one font and one bidi level, each shaped in its
+        direction, laid out left to right (rule L2). Tabs advance to their width; stretched (inner) spaces
+        get the justification's extra. Returns the runs and the drawn width."""
+        words = [i for i, t in enumerate(tokens) if t[0] in (_WORD, _NEWLINE)]
+        if not words:
+            return [], 0.0
+        text, (hard_start, _, levels) = self.text, self._bidi
+        start, end = tokens[0][1], tokens[words[-1]][2]
+        advance_of: dict[int, float] = {}  # overrides by character: tabs, stretched spaces
+        for index, (kind, tok_start, tok_end, tok_width) in enumerate(tokens[:words[-1]]):
+            if kind == _TAB:
+                advance_of[tok_start] = tok_width
+            elif kind == _SPACE and gap_extra and words[0] < index:
+                advance_of[tok_end - 1] = (tok_end - tok_start) * self.measure.space + gap_extra
+        pieces = []  # (start, end, font, level)
+        for run_start, run_end, font in self.shaper.font_runs(text, start, end):
+            position = run_start
+            while position < run_end:
+                level = levels[position - hard_start] if 0 <= position - hard_start < len(levels) else 0
+                stop = position + 1
+                while stop < run_end and (levels[stop - hard_start] if stop - hard_start < len(levels) else 0) == level:
+                    stop += 1
+                pieces.append((position, stop, font, level))
+                position = stop
+        runs, x = [], left
+        for index in visual_order([piece[3] for piece in pieces]):
+            piece_start, piece_end, font, level = pieces[index]
+            piece = text[piece_start:piece_end]
+            if piece == "\n" and self.marker:  # a visible newline marker
+                marker, color = self.marker
+                self._mixed_runs(marker, x, runs, color)
+                x += self.measure.marker
+                continue
+            lookup = self.chain.lookup
+            piece = "".join(REPLACEMENT if lookup(c)[0] == -2 else c for c in piece)  # missing: drawn as U+FFFD
+            shaped = self.shaper.shape(piece.replace("\t", " ").replace("\n", " "), font, rtl=bool(level % 2))
+            glyphs, offsets, pen = [], [], 0.0
+            for glyph, advance, (dx, dy), cluster in zip(shaped.glyphs, shaped.advances, shaped.offsets,
+                                                          shaped.clusters):
+                glyphs.append(glyph)
+                offsets.append((pen + dx, dy))
+                pen += advance_of.get(piece_start + cluster, advance) if advance else 0.0
+            visible = "".join(c for c in piece if lookup(c)[0] != -1)  # what is drawn (invisible: nothing)
+            runs.append(Run(font, visible, x, glyphs=glyphs, offsets=offsets))
+            x += pen
+        return runs, x - left
 
     def _label(self, number: int) -> Run:
         """A right-aligned line number, one digit's width left of the text."""

@@ -4,10 +4,16 @@ This is the path of Glyph's own renderer (reportlab + pdf2image), kept for
 parity checks and for document-style PDFs. It draws the same layout as the
 fast backend; only antialiasing differs. Horizontal scale is applied as Glyph
 applies it: by resizing the rasterized page.
+
+Runs reportlab cannot draw as text, shaped runs (their glyphs are HarfBuzz's
+choice, often with no character of their own) and fonts with PostScript
+outlines (Noto CJK), are drawn as filled glyph outlines read with fontTools.
+Colour bitmap glyphs (emoji) have no outlines and are left out here.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from typing import Iterator
@@ -27,11 +33,85 @@ from pipeline.render.layout import PageLayout
 BATCH_PAGES = 20  # pages per pdftoppm call, as in Glyph
 
 
-def _register(path: str) -> str:
+@functools.lru_cache(maxsize=64)
+def _register(path: str) -> str | None:
+    """reportlab's name for the font, or None when reportlab cannot embed it (PostScript outlines)."""
+    from reportlab.pdfbase.ttfonts import TTFError
+
     name = "F" + hashlib.sha1(path.encode()).hexdigest()[:12]
     if name not in pdfmetrics.getRegisteredFontNames():
-        pdfmetrics.registerFont(TTFont(name, path))
+        try:
+            pdfmetrics.registerFont(TTFont(name, path))
+        except TTFError:
+            return None
     return name
+
+
+@functools.lru_cache(maxsize=64)
+def _outline_font(path: str):
+    from fontTools.ttLib import TTFont as FontToolsFont
+
+    font = FontToolsFont(path, fontNumber=0, lazy=True)
+    return font, font.getGlyphSet(), font.getGlyphOrder(), font.getBestCmap() or {}, font["head"].unitsPerEm
+
+
+def _draw_outlines(canvas, path: str, size: float, glyphs: list[tuple[int, float, float]]) -> None:
+    """Fill glyph outlines: (glyph id, x, y) in PDF points, y up, at the baseline."""
+    from fontTools.pens.basePen import BasePen
+
+    font, glyph_set, order, _, upem = _outline_font(path)
+    scale = size / upem
+    pdf_path = canvas.beginPath()
+
+    class Pen(BasePen):
+        def __init__(self, x: float, y: float):
+            super().__init__(glyph_set)
+            self.x, self.y = x, y
+
+        def _point(self, point):
+            return self.x + point[0] * scale, self.y + point[1] * scale
+
+        def _moveTo(self, point):
+            pdf_path.moveTo(*self._point(point))
+
+        def _lineTo(self, point):
+            pdf_path.lineTo(*self._point(point))
+
+        def _curveToOne(self, one, two, three):
+            pdf_path.curveTo(*self._point(one), *self._point(two), *self._point(three))
+
+        def _qCurveToOne(self, control, end):
+            start = self._getCurrentPoint()
+            first = (start[0] + 2 / 3 * (control[0] - start[0]), start[1] + 2 / 3 * (control[1] - start[1]))
+            second = (end[0] + 2 / 3 * (control[0] - end[0]), end[1] + 2 / 3 * (control[1] - end[1]))
+            self._curveToOne(first, second, end)
+
+        def _closePath(self):
+            pdf_path.close()
+
+    drawn = False
+    for glyph, x, y in glyphs:
+        if 0 <= glyph < len(order) and order[glyph] in glyph_set:
+            glyph_set[order[glyph]].draw(Pen(x, y))
+            drawn = True
+    if drawn:
+        canvas.drawPath(pdf_path, stroke=0, fill=1)
+
+
+def _run_glyphs(run, path: str, size: float, y: float) -> list[tuple[int, float, float]]:
+    """A run's glyphs and their positions: HarfBuzz's for a shaped run, else the cmap and advances."""
+    if run.glyphs is not None:
+        return [(glyph, run.x + dx, y - dy) for glyph, (dx, dy) in zip(run.glyphs, run.offsets)]
+    font, _, order, cmap, upem = _outline_font(path)
+    metrics = font["hmtx"].metrics
+    out, x = [], run.x
+    for char in run.text:
+        name = cmap.get(ord(char))
+        if name is None:
+            continue
+        out.append((font.getGlyphID(name), x, y))
+        x += metrics[name][0] * size / upem
+    return out
 
 
 def _rgb(value: str) -> tuple[float, float, float]:
@@ -42,7 +122,6 @@ class PdfRasterizer:
     name = "pdf"
 
     def build_pdf(self, cfg: RenderConfig, chain: FontChain, pages: list[PageLayout]) -> bytes:
-        names = [_register(str(face.path)) for face in chain.faces]
         width, height = cfg.page_size
         ascent = baseline_offset(cfg, chain)
         buffer = io.BytesIO()
@@ -55,8 +134,13 @@ class PdfRasterizer:
                 y = height - (line.top + ascent)
                 for run in line.drawn_runs():
                     canvas.setFillColorRGB(*_rgb(run.color or cfg.font_color))
-                    canvas.setFont(names[run.font], cfg.font_size)
-                    canvas.drawString(run.x, y, run.text)
+                    path = chain.paths[run.font]
+                    name = _register(path) if run.glyphs is None else None
+                    if name is not None:
+                        canvas.setFont(name, cfg.font_size)
+                        canvas.drawString(run.x, y, run.text)
+                    else:
+                        _draw_outlines(canvas, path, cfg.font_size, _run_glyphs(run, path, cfg.font_size, y))
             canvas.showPage()
         canvas.save()
         return buffer.getvalue()

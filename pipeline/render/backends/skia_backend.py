@@ -89,6 +89,38 @@ def coverage_curve() -> np.ndarray:
     return np.clip(np.round(np.maximum.accumulate(curve)), 0, 255).astype(np.uint8)
 
 
+def _blob(run, font: skia.Font, baseline: float):
+    """A run's text blob: HarfBuzz's glyphs at their positions (absolute), or the run's characters."""
+    if run.glyphs is None:
+        return skia.TextBlob.MakeFromString(run.text, font)
+    if not run.glyphs:
+        return None
+    points = [skia.Point(run.x + dx, baseline + dy) for dx, dy in run.offsets]
+    return skia.TextBlob.MakeFromPosText(np.asarray(run.glyphs, dtype=np.uint16).tobytes(), points, font,
+                                         skia.TextEncoding.kGlyphID)
+
+
+def _draw_colored(image, cfg: RenderConfig, fonts: list, runs: list):
+    """Colour glyphs drawn in their colours on a transparent layer, composited onto the page (in gray on a
+    gray page)."""
+    from PIL import Image
+
+    width, height = image.size
+    info = skia.ImageInfo.Make(width, height, skia.ColorType.kRGBA_8888_ColorType, skia.AlphaType.kUnpremul_AlphaType)
+    layer = skia.Surface.MakeRaster(info)
+    canvas = layer.getCanvas()
+    canvas.clear(skia.ColorTRANSPARENT)
+    canvas.scale(cfg.scale * cfg.horizontal_scale, cfg.scale)
+    for run, baseline in runs:
+        blob = _blob(run, fonts[run.font], baseline)
+        if blob is not None:
+            canvas.drawTextBlob(blob, 0, 0, skia.Paint(AntiAlias=True))
+    glyphs = Image.fromarray(layer.makeImageSnapshot().toarray(colorType=skia.ColorType.kRGBA_8888_ColorType,
+                                                               alphaType=skia.AlphaType.kUnpremul_AlphaType), "RGBA")
+    mode = image.mode
+    return Image.alpha_composite(image.convert("RGBA"), glyphs).convert(mode)
+
+
 def _alpha(surface: skia.Surface) -> np.ndarray:
     info = surface.imageInfo()
     pixels = surface.makeImageSnapshot().toarray(colorType=skia.ColorType.kAlpha_8_ColorType)
@@ -104,7 +136,7 @@ class SkiaRasterizer:
     name = "skia"
 
     def rasterize(self, cfg: RenderConfig, chain: FontChain, pages: list[PageLayout]) -> Iterator[np.ndarray]:
-        fonts = [_font(str(face.path), cfg.font_size) for face in chain.faces]
+        fonts = [_font(path, cfg.font_size) for path in chain.paths]
         width_px, height_px = cfg.page_pixels
         size = (max(1, int(width_px * cfg.horizontal_scale)), height_px)
         gray = cfg.is_gray
@@ -120,20 +152,24 @@ class SkiaRasterizer:
             self._draw_blocks(canvas, cfg, page)
             pixels = surface.makeImageSnapshot().toarray(colorType=color_type)
             pixels = pixels[:, :, 0].copy() if gray and pixels.ndim == 3 else (pixels if gray else pixels[:, :, :3].copy())
-            yield self._draw_text(pixels, cfg, page, fonts, ascent)
+            yield self._draw_text(pixels, cfg, page, fonts, ascent, chain)
 
     @staticmethod
-    def _draw_text(pixels: np.ndarray, cfg: RenderConfig, page: PageLayout, fonts: list,
-                   ascent: float) -> np.ndarray:
+    def _draw_text(pixels: np.ndarray, cfg: RenderConfig, page: PageLayout, fonts: list, ascent: float,
+                   chain: FontChain) -> np.ndarray:
         """Each text colour's runs as black glyph masks in an alpha layer, its curve undone, pasted onto the
         page through that mask by PIL (linear blending, and an order of magnitude faster than Skia's image
         draw into 8-bit gray)."""
         from PIL import Image
 
         by_color: dict[str, list] = {}
+        colored: list = []  # colour glyphs (emoji): drawn as they are, not as a mask
         for line in page.lines:
             for run in line.drawn_runs():
-                by_color.setdefault(run.color or cfg.font_color, []).append((run, line.top + ascent))
+                if run.glyphs is not None and chain.faces[run.font].color:
+                    colored.append((run, line.top + ascent))
+                else:
+                    by_color.setdefault(run.color or cfg.font_color, []).append((run, line.top + ascent))
         curve = coverage_curve().tolist()
         black = skia.Paint(AntiAlias=True, Color=skia.ColorBLACK)
         image = Image.fromarray(pixels)
@@ -144,13 +180,16 @@ class SkiaRasterizer:
             ink.clear(skia.ColorTRANSPARENT)
             ink.scale(cfg.scale * cfg.horizontal_scale, cfg.scale)
             for run, baseline in runs:
-                blob = skia.TextBlob.MakeFromString(run.text, fonts[run.font])
+                blob = _blob(run, fonts[run.font], baseline)
                 if blob is not None:
-                    ink.drawTextBlob(blob, run.x, baseline, black)
+                    ink.drawTextBlob(blob, 0 if run.glyphs is not None else run.x, 0 if run.glyphs is not None
+                                     else baseline, black)
             mask = Image.fromarray(_alpha(layer)).point(curve)
             rgb = parse_color(color)
             image.paste(rgb[0] if image.mode == "L" else rgb, (0, 0, width, height), mask)
-        return np.array(image) if by_color else pixels
+        if colored:
+            image = _draw_colored(image, cfg, fonts, colored)
+        return np.array(image) if by_color or colored else pixels
 
     @staticmethod
     def _draw_blocks(canvas, cfg: RenderConfig, page: PageLayout) -> None:
