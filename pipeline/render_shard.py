@@ -104,7 +104,7 @@ class ShardRenderer:
         source_id = _unique_id(record, self._used_ids)
         renderer = self._renderer(self.styles.choose(source_id, record.kind))
         try:  # layout first: a document that cannot be laid out is skipped before any page is written
-            layouts = renderer.layout(record.text)
+            layouts = renderer.layout(record.text, record.id)
         except Exception as err:  # noqa: BLE001 - counted with its reason, the shard goes on
             self.stats.skipped.append(Skip(record.where, record.id, f"layout failed: {type(err).__name__}: {err}")
                                       .to_dict())

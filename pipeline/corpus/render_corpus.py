@@ -386,7 +386,8 @@ CONFIG_FEATURES = [
     ("space-after", "float64"), ("border-width", "float64"), ("border-padding", "float64"),
     ("page-bg-color", "string"), ("para-bg-color", "string"), ("para-border-color", "string"),
     ("auto-crop-width", "bool"), ("auto-crop-last-page", "bool"), ("newline-markup", "string"),
-    ("fallback-fonts", ["string"]), ("tab-size", "int64"), ("line-numbers", "bool"), ("style", "string"),
+    ("fallback-fonts", ["string"]), ("tab-size", "int64"), ("line-numbers", "bool"),
+    ("syntax-highlighting", "string"), ("style", "string"),
 ]
 
 

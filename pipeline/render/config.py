@@ -76,6 +76,7 @@ class RenderConfig:
     fallback_fonts: tuple[str, ...] = _field("fallback-fonts", fonts.DEFAULT_FALLBACKS)
     tab_size: int = _field("tab-size", 4)
     line_numbers: bool = _field("line-numbers", False)
+    syntax_highlighting: str = _field("syntax-highlighting", "none")  # none, auto, light or dark (Pygments)
     style: str = _field("style", "custom")
 
     def __post_init__(self) -> None:
@@ -122,6 +123,8 @@ class RenderConfig:
             value = getattr(self, key.replace("-", "_"))
             _require(0 <= value <= MAX_PAGE_SIDE, key, f"must be in [0, {MAX_PAGE_SIDE:.0f}] pt, got {value}")
         _require(1 <= self.tab_size <= 32, "tab-size", f"must be in [1, 32], got {self.tab_size}")
+        _require(self.syntax_highlighting in ("none", "auto", "light", "dark"), "syntax-highlighting",
+                 f"must be none, auto, light or dark, got {self.syntax_highlighting!r}")
         text_width = self.text_width - max(self.first_line_indent, 0)
         _require(
             text_width >= self.font_size,
@@ -178,6 +181,10 @@ class RenderConfig:
         return self.font_size * self.scale * min(1.0, self.horizontal_scale)
 
     @property
+    def page_luminance(self) -> float:
+        return _luminance(self.page_bg_color)
+
+    @property
     def contrast(self) -> float:
         """WCAG contrast ratio of the text colour on the paragraph background (1: invisible, 21: black on
         white)."""
@@ -190,6 +197,8 @@ class RenderConfig:
 
     @property
     def is_gray(self) -> bool:
+        if self.syntax_highlighting != "none":
+            return False
         colors = [self.font_color, self.page_bg_color, self.para_bg_color, self.para_border_color]
         if self.newline_markup != BREAK_NEWLINE:
             colors.append(parse_newline_markup(self.newline_markup)[1] or self.font_color)

@@ -94,18 +94,22 @@ class Renderer:
         return {"px_per_em": round(cfg.px_per_em, 2), "contrast": round(cfg.contrast, 2),
                 "gutter": {"line_numbers": cfg.line_numbers, "in_target": False}}
 
-    def render(self, raw_text: str, normalized: bool = False) -> RenderedDocument:
-        """Render a whole document, all pages in memory."""
+    def render(self, raw_text: str, normalized: bool = False, name: str | None = None) -> RenderedDocument:
+        """Render a whole document, all pages in memory; `name` (a file name) picks a syntax highlighter."""
         text = raw_text if normalized else normalize_text(raw_text)
-        return RenderedDocument(text=text, pages=list(self.iter_pages(text)), text_tokens=self.tokenizer.count(text))
+        return RenderedDocument(text=text, pages=list(self.iter_pages(text, name=name)),
+                                text_tokens=self.tokenizer.count(text))
 
-    def layout(self, text: str):
+    def layout(self, text: str, name: str | None = None):
         """Page layouts of an already normalized text (pure logic; no pixels yet)."""
-        return self.paginator.paginate(text)
+        from pipeline.render.highlight import color_spans, palette_for
 
-    def iter_pages(self, text: str, layouts=None):
+        palette = palette_for(self.cfg.syntax_highlighting, self.cfg.page_luminance)
+        return self.paginator.paginate(text, color_spans(text, name, palette) if palette else None)
+
+    def iter_pages(self, text: str, layouts=None, name: str | None = None):
         """Yield the pages of an already normalized text one at a time (bounded memory)."""
-        layouts = self.layout(text) if layouts is None else layouts
+        layouts = self.layout(text, name) if layouts is None else layouts
         for layout, pixels in zip(layouts, self.rasterizer.rasterize(self.cfg, self.chain, layouts)):
             page_text = text[layout.start:layout.end]
             height, width = pixels.shape[:2]

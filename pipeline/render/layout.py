@@ -148,8 +148,11 @@ class Paginator:
         self.measure = _Measure(self.chain, cfg, self.marker[0] if self.marker else None)
 
     # -- public -------------------------------------------------------------
-    def paginate(self, text: str) -> list[PageLayout]:
+    def paginate(self, text: str, colors: list[tuple[int, int, str]] | None = None) -> list[PageLayout]:
+        """`colors`: (start, end, colour) spans drawn in that colour (syntax highlighting), in order."""
         self.text = text
+        self.color_starts = [span[0] for span in colors] if colors else None
+        self.colors = colors
         self.measure.trim()
         if self.cfg.line_numbers:
             digits = len(str(text.count("\n") + 1))
@@ -159,7 +162,7 @@ class Paginator:
         self.measure.shaper = self.shaper
         self._bidi: tuple[int, int, list[int]] | None = None  # (hard line start, base level, levels)
         # Most documents need only the primary font: skip per-word font checks then.
-        self.single_font = self.shaper is None and all(lookup(ch)[0] == 0 for ch in set(text) - {"\n", "\t"})
+        self.single_font = self.shaper is None and not colors and all(lookup(ch)[0] == 0 for ch in set(text) - {"\n", "\t"})
         self.pages: list[PageLayout] = []
         self.line_number = 1
         self._new_page(0)
@@ -396,16 +399,20 @@ class Paginator:
                 self._mixed_runs(marker, x, runs, color)
                 current = None
             else:
-                piece = text[tok_start:tok_end]
-                font = font_of(piece)
-                if font is None:
-                    self._mixed_runs(piece, x, runs, None)
-                    current = None
-                elif current is not None and current.font == font:
-                    current.text += piece
-                else:
-                    current = Run(font, piece, x)
-                    runs.append(current)
+                pen = x
+                for piece_start, piece_end, color in self._colored(tok_start, tok_end):
+                    piece = text[piece_start:piece_end]
+                    font = font_of(piece)
+                    if font is None:
+                        self._mixed_runs(piece, pen, runs, color)
+                        current = None
+                    elif current is not None and current.font == font and current.color == color:
+                        current.text += piece
+                    else:
+                        current = Run(font, piece, pen, color)
+                        runs.append(current)
+                    if self.colors:
+                        pen += self.measure.word(piece)
             x += tok_width
             if gap_extra and kind == _SPACE and first_word < index < last_word:
                 x += gap_extra
@@ -459,6 +466,26 @@ class Paginator:
             runs.append(Run(font, visible, x, glyphs=glyphs, offsets=offsets))
             x += pen
         return runs, x - left
+
+    def _colored(self, start: int, end: int):
+        """(start, end, colour) pieces of text[start:end]: one uncoloured piece unless highlighting is on."""
+        if not self.colors:
+            yield start, end, None
+            return
+        index = max(bisect.bisect_right(self.color_starts, start) - 1, 0)
+        position = start
+        while position < end:
+            span_start, span_end, color = self.colors[index] if index < len(self.colors) else (end, end, None)
+            if span_end <= position:
+                index += 1
+                continue
+            if span_start > position:
+                yield position, min(span_start, end), None
+                position = min(span_start, end)
+                continue
+            yield position, min(span_end, end), color
+            position = min(span_end, end)
+            index += 1
 
     def _label(self, number: int) -> Run:
         """A right-aligned line number, one digit's width left of the text."""

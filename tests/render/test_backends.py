@@ -130,3 +130,23 @@ def test_page_metadata_says_how_legible_it_is():
     assert meta["contrast"] == pytest.approx(15.9, abs=0.1)  # #222222 on white, WCAG
     assert meta["gutter"] == {"line_numbers": True, "in_target": False}
     assert Renderer(RenderConfig()).render("x").pages[0].metadata()["gutter"]["line_numbers"] is False
+
+
+@pytest.mark.parametrize("background,palette", [("#FFFFFF", "light"), ("#1E1E1E", "dark")])
+@pytest.mark.parametrize("backend", ["skia", "pdf"])
+def test_code_theme_highlights_syntax_and_keeps_the_text(sample_docs, background, palette, backend):
+    from pipeline.render.highlight import color_spans
+
+    source = sample_docs["cpython-textwrap.py"][:2500]  # the module's start: its docstring, imports, a class
+    cfg = load_style("code").replace(page_bg_color=background, para_bg_color=background,
+                                     font_color="#1F2328" if palette == "light" else "#D4D4D4")
+    doc = Renderer(cfg, backend).render(source, name="textwrap.py")
+    assert "".join(page.text for page in doc.pages) == doc.text, "the target text is unchanged"
+    pixels = doc.pages[0].pixels.astype(int)
+    assert pixels.ndim == 3
+    spread = pixels.max(axis=2) - pixels.min(axis=2)
+    assert (spread > 80).sum() > 200, "coloured tokens on the page"
+    colors = {color for _, _, color in color_spans(doc.text, "textwrap.py", palette)}
+    assert len(colors) >= 3
+    plain = Renderer(cfg, backend).render(source, name="notes.unknown-extension").pages[0].pixels.astype(int)
+    assert ((plain.max(axis=2) - plain.min(axis=2)) > 80).sum() < 20, "no lexer, no colours"
