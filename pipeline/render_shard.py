@@ -102,7 +102,7 @@ class ShardRenderer:
     def render_record(self, record: Record) -> dict | None:
         """Render one document, write its pages; return its per-document stats (None: skipped)."""
         source_id = _unique_id(record, self._used_ids)
-        renderer = self._renderer(self.styles.choose(source_id, record.kind))
+        renderer = self._renderer(self.styles.choose(source_id, record.kind, record.text))
         try:  # layout first: a document that cannot be laid out is skipped before any page is written
             layouts = renderer.layout(record.text, record.id)
         except Exception as err:  # noqa: BLE001 - counted with its reason, the shard goes on
@@ -147,7 +147,7 @@ def render_records(records, out_dir: str | Path, styles, backend: str = "skia", 
             handle.write(json.dumps(doc, ensure_ascii=False) + "\n")
     (out / "render_config.json").write_text(json.dumps(styles.describe(), indent=2) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    contact_sheet(job.preview).save(out / "preview.png")
+    contact_sheet(job.preview).save(out / "preview.png", compress_level=1)  # a look, not an archive
     return summary
 
 

@@ -81,8 +81,10 @@ def test_dockerfiles_copy_what_exists_and_pin_their_bases(name):
 
 def test_pipeline_image_has_what_the_renderer_and_evaluator_need():
     runs = " ".join(args for instruction, args in dockerfile("pipeline.Dockerfile") if instruction == "RUN")
-    setup_packages = re.search(r"APT_PACKAGES=\((.*)\)", (REPO / "scripts" / "setup.sh").read_text()).group(1).split()
-    for package in ("poppler-utils", "tesseract-ocr", "tesseract-ocr-eng"):
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    setup_packages = re.search(r"APT_PACKAGES=\((.*?)\)", setup, re.S).group(1).split()
+    for package in ("poppler-utils", "tesseract-ocr", "tesseract-ocr-eng", "fonts-noto-core", "fonts-noto-cjk",
+                    "fonts-noto-color-emoji"):
         assert package in setup_packages and package in runs
     base = next(args for instruction, args in dockerfile("pipeline.Dockerfile") if instruction == "FROM")
     helm = yaml.safe_load((INFRA / "helm" / "airflow-values.yaml").read_text())

@@ -4,9 +4,11 @@
 FROM apache/airflow:3.3.2-python3.11
 
 USER root
-# poppler: the pdf backend and pdf2image; tesseract: the offline search evaluator; fonts are bundled in fonts/.
+# poppler: the pdf backend and pdf2image; tesseract: the offline search evaluator; fonts: DejaVu and Droid
+# are bundled in fonts/, Noto for the world's scripts and colour emoji come from Debian (fonts/README.md).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends poppler-utils tesseract-ocr tesseract-ocr-eng fontconfig \
+    fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /opt/glyph && chown airflow:root /opt/glyph
 USER airflow

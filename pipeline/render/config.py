@@ -15,6 +15,7 @@ to 256 px; finite numbers; font paths that are TrueType/OpenType fonts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -349,6 +350,7 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+@functools.lru_cache(maxsize=256)
 def _portable_font(path: str) -> str:
     p = Path(path)
     try:

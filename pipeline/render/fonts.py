@@ -109,8 +109,11 @@ def check_font_file(path: str) -> None:
     from fontTools.ttLib import TTFont
 
     try:
-        with TTFont(path, lazy=True, fontNumber=0) as font:  # the tables every use needs (cmap read lazily)
-            font["head"].unitsPerEm, font["hhea"].ascent, font["hmtx"], font["cmap"]
+        with TTFont(path, lazy=True, fontNumber=0) as font:  # its table directory and header tables read
+            missing = [tag for tag in ("head", "hhea", "hmtx", "cmap") if tag not in font]
+            font["head"].unitsPerEm, font["hhea"].ascent
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} table")
     except Exception as err:  # noqa: BLE001 - any failure to read the tables means an unusable font
         raise FontFileError(f"{path} is not a readable {FONT_SIGNATURES[signature]} font: "
                             f"{type(err).__name__}: {err}") from None
@@ -180,6 +183,8 @@ class FontChain:
         return found
 
     def _resolve(self, char: str) -> tuple[int, float]:
+        if unicodedata.category(char) == "Cc":  # control characters (newline, tab) are never drawn
+            return -1, 0.0
         code = ord(char)
         for index, face in enumerate(self.faces):
             advance = face.advances.get(code)

@@ -295,7 +295,11 @@ class Paginator:
         if not segment or "\t" in segment or "\n" in segment:
             return None
         content = segment.rstrip(" ")
-        width = self.measure.word(content) if self.shaper is not None else sum(map(self.measure.char, content))
+        if self.shaper is not None:
+            width = self.measure.word(content)
+        else:  # word by word, as _wrap measures: the word cache answers most of it
+            words = content.split(" ")
+            width = sum(map(self.measure.word, words)) + self.measure.space * (len(words) - 1)
         if width > avail + 1e-9 or not content:
             return None
         tail = start + len(content)

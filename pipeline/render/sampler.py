@@ -25,6 +25,46 @@ LIGHT = (("#FFFFFF", "#000000"), ("#FFFFFF", "#222222"), ("#FAF8F0", "#1A1A1A"),
 DARK = (("#1E1E1E", "#D4D4D4"), ("#000000", "#FFFFFF"), ("#282C34", "#ABB2BF"), ("#121212", "#E0E0E0"))
 NEWLINE_MARKER = '<font color="#FF0000"> \\n </font>'
 MAX_TRIES = 100
+# Text mostly in a script the Latin families lack gets a family made for it (those installed; fonts/README.md).
+SCRIPTS = {  # name: (first, last code point), families
+    "arabic": ((0x0600, 0x06FF), ("NotoNaskhArabic-Regular.ttf", "NotoSansArabic-Regular.ttf")),
+    "hebrew": ((0x0590, 0x05FF), ("NotoSansHebrew-Regular.ttf",)),
+    "devanagari": ((0x0900, 0x097F), ("NotoSansDevanagari-Regular.ttf",)),
+    "bengali": ((0x0980, 0x09FF), ("NotoSansBengali-Regular.ttf",)),
+    "tamil": ((0x0B80, 0x0BFF), ("NotoSansTamil-Regular.ttf",)),
+    "thai": ((0x0E00, 0x0E7F), ("NotoSansThai-Regular.ttf",)),
+    "ethiopic": ((0x1200, 0x137F), ("NotoSansEthiopic-Regular.ttf",)),
+    "hangul": ((0xAC00, 0xD7AF), ("NotoSansCJK-Regular.ttc",)),
+    "han": ((0x4E00, 0x9FFF), (fonts.CJK, "NotoSansCJK-Regular.ttc")),
+}
+
+
+def dominant_script(text: str) -> str | None:
+    """The script of most letters in text's first 4,000 characters, if it is one of SCRIPTS.
+
+    >>> dominant_script("مرحبا بالعالم (hello world)"), dominant_script("plain English")
+    ('arabic', None)
+    """
+    counts: dict[str | None, int] = {}
+    for char in text[:4000]:
+        if char.isalpha():
+            code = ord(char)
+            script = next((name for name, ((low, high), _) in SCRIPTS.items() if low <= code <= high), None)
+            counts[script] = counts.get(script, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
+def script_families(script: str | None) -> list[str]:
+    """The installed families made for a script (empty: the Latin families serve)."""
+    if script not in SCRIPTS:
+        return []
+    found = []
+    for name in SCRIPTS[script][1]:
+        try:
+            found.append(str(fonts.resolve_font_path(name)[0]))
+        except fonts.FontNotFoundError:
+            continue
+    return found
 
 
 class StyleSampler:
@@ -34,12 +74,18 @@ class StyleSampler:
     def __init__(self, seed: int | str = 0, min_px_per_em: float | None = None):
         self.seed, self.min_px_per_em = seed, min_px_per_em
 
-    def sample(self, key: str | int = "") -> RenderConfig:
-        """The config for `key` (for example a document id) under this sampler's seed."""
+    def sample(self, key: str | int = "", text: str | None = None) -> RenderConfig:
+        """The config for `key` (for example a document id) under this sampler's seed; with the document's
+        `text`, a family made for its script when the Latin ones lack it."""
         rng = random.Random(f"{self.seed}:{key}")
+        families = script_families(dominant_script(text)) if text else []
         for _ in range(MAX_TRIES):
             try:
-                cfg = RenderConfig(**self._draw(rng))
+                drawn = self._draw(rng)
+                if families:
+                    drawn["font_path"] = rng.choice(families)
+                    drawn["style"] += "-" + dominant_script(text)
+                cfg = RenderConfig(**drawn)
             except RenderConfigError:
                 continue
             if self.min_px_per_em is None or cfg.px_per_em >= self.min_px_per_em:

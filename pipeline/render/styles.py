@@ -37,7 +37,7 @@ class FixedStyle:
     def __init__(self, cfg: RenderConfig):
         self.cfg = cfg
 
-    def choose(self, key: str, kind: str = "text") -> RenderConfig:
+    def choose(self, key: str, kind: str = "text", text: str | None = None) -> RenderConfig:
         return self.cfg
 
     def describe(self) -> dict:
@@ -61,7 +61,8 @@ class StyleMixture:
                 raise RenderConfigError(f"min-px-per-em: style {name!r} draws {cfg.px_per_em:.1f} px per em, "
                                         f"below the floor of {min_px_per_em:g}")
 
-    def choose(self, key: str, kind: str = "text") -> RenderConfig:
+    def choose(self, key: str, kind: str = "text", text: str | None = None) -> RenderConfig:
+        """`text` (the document's) lets the sampler pick a family for its script."""
         if kind == "code":
             return self._code
         import random
@@ -70,7 +71,7 @@ class StyleMixture:
         if name == RANDOM:
             from pipeline.render.sampler import StyleSampler
 
-            return StyleSampler(self.seed, self.min_px_per_em).sample(key)
+            return StyleSampler(self.seed, self.min_px_per_em).sample(key, text)
         return self._styles[name]
 
     def describe(self) -> dict:

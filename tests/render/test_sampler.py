@@ -50,3 +50,19 @@ def test_a_named_style_below_the_floor_is_refused():
 
     with pytest.raises(RenderConfigError, match="min-px-per-em: style 'best-en' draws 9.0 px per em"):
         StyleMixture({"best-en": 1.0}, min_px_per_em=12)
+
+
+def test_the_sampler_draws_a_family_made_for_the_documents_script():
+    from babel import Locale
+
+    from pipeline.render.sampler import StyleSampler
+
+    arabic = " ".join(Locale.parse("ar").territories.values())
+    thai = " ".join(Locale.parse("th").territories.values())
+    fonts_for = {name: {StyleSampler(5).sample(f"d{i}", text).font_path.rsplit("/", 1)[-1] for i in range(30)}
+                 for name, text in (("ar", arabic), ("th", thai), ("en", "Plain English prose."))}
+    assert fonts_for["ar"] <= {"NotoNaskhArabic-Regular.ttf", "NotoSansArabic-Regular.ttf"}
+    assert fonts_for["th"] == {"NotoSansThai-Regular.ttf"}
+    assert fonts_for["en"] <= {"DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf"}
+    assert StyleSampler(5).sample("d1", "Plain English prose.") == StyleSampler(5).sample("d1"), \
+        "Latin text draws what it drew before"

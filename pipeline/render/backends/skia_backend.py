@@ -89,6 +89,39 @@ def coverage_curve() -> np.ndarray:
     return np.clip(np.round(np.maximum.accumulate(curve)), 0, 255).astype(np.uint8)
 
 
+def _has_blocks(cfg: RenderConfig) -> bool:
+    return cfg.para_bg_color.upper() != cfg.page_bg_color.upper() or cfg.border_width > 0
+
+
+def _group_runs(cfg: RenderConfig, page: PageLayout, chain: FontChain, ascent: float) -> tuple[dict, list]:
+    """The page's runs with their baselines, by text colour; and those of colour glyphs (emoji), which are
+    drawn as they are, not as a mask."""
+    by_color: dict[str, list] = {}
+    colored: list = []
+    for line in page.lines:
+        for run in line.drawn_runs():
+            if run.glyphs is not None and chain.faces[run.font].color:
+                colored.append((run, line.top + ascent))
+            else:
+                by_color.setdefault(run.color or cfg.font_color, []).append((run, line.top + ascent))
+    return by_color, colored
+
+
+def _mask(cfg: RenderConfig, fonts: list, runs: list, size: tuple[int, int]) -> np.ndarray:
+    """The runs' glyph masks drawn in black into an alpha layer (Skia's curve still in it)."""
+    layer = skia.Surface.MakeRaster(skia.ImageInfo.MakeA8(*size))
+    ink = layer.getCanvas()
+    ink.clear(skia.ColorTRANSPARENT)
+    ink.scale(cfg.scale * cfg.horizontal_scale, cfg.scale)
+    black = skia.Paint(AntiAlias=True, Color=skia.ColorBLACK)
+    for run, baseline in runs:
+        blob = _blob(run, fonts[run.font], baseline)
+        if blob is not None:
+            shaped = run.glyphs is not None  # positioned absolutely
+            ink.drawTextBlob(blob, 0 if shaped else run.x, 0 if shaped else baseline, black)
+    return _alpha(layer)
+
+
 def _blob(run, font: skia.Font, baseline: float):
     """A run's text blob: HarfBuzz's glyphs at their positions (absolute), or the run's characters."""
     if run.glyphs is None:
@@ -142,8 +175,13 @@ class SkiaRasterizer:
         gray = cfg.is_gray
         color_type = skia.ColorType.kGray_8_ColorType if gray else skia.ColorType.kRGBA_8888_ColorType
         ascent = baseline_offset(cfg, chain)
+        plain = gray and not _has_blocks(cfg)  # one gray, nothing under the text but the page
         for page in pages:
             width, height = crop_box(cfg, page, page is pages[-1], size)
+            by_color, colored = _group_runs(cfg, page, chain, ascent)
+            if plain and not colored and len(by_color) <= 1:
+                yield self._text_on_plain_page(cfg, fonts, by_color, (width, height))
+                continue
             info = skia.ImageInfo.Make(width, height, color_type, skia.AlphaType.kOpaque_AlphaType)
             surface = skia.Surface.MakeRaster(info)
             canvas = surface.getCanvas()
@@ -152,44 +190,38 @@ class SkiaRasterizer:
             self._draw_blocks(canvas, cfg, page)
             pixels = surface.makeImageSnapshot().toarray(colorType=color_type)
             pixels = pixels[:, :, 0].copy() if gray and pixels.ndim == 3 else (pixels if gray else pixels[:, :, :3].copy())
-            yield self._draw_text(pixels, cfg, page, fonts, ascent, chain)
+            yield self._draw_text(pixels, cfg, fonts, by_color, colored)
 
     @staticmethod
-    def _draw_text(pixels: np.ndarray, cfg: RenderConfig, page: PageLayout, fonts: list, ascent: float,
-                   chain: FontChain) -> np.ndarray:
+    def _text_on_plain_page(cfg: RenderConfig, fonts: list, by_color: dict, size: tuple[int, int]) -> np.ndarray:
+        """The common case in one pass: the text's mask mapped straight to gray levels (background to ink)."""
+        from PIL import Image
+
+        background = parse_color(cfg.page_bg_color)[0]
+        if not by_color:
+            return np.full((size[1], size[0]), background, dtype=np.uint8)
+        (color, runs), = by_color.items()
+        ink = parse_color(color)[0]
+        levels = [round(background + (ink - background) * c / 255) for c in coverage_curve().tolist()]
+        return np.asarray(Image.fromarray(_mask(cfg, fonts, runs, size)).point(levels))
+
+    @staticmethod
+    def _draw_text(pixels: np.ndarray, cfg: RenderConfig, fonts: list, by_color: dict, colored: list) -> np.ndarray:
         """Each text colour's runs as black glyph masks in an alpha layer, its curve undone, pasted onto the
         page through that mask by PIL (linear blending, and an order of magnitude faster than Skia's image
         draw into 8-bit gray)."""
         from PIL import Image
 
-        by_color: dict[str, list] = {}
-        colored: list = []  # colour glyphs (emoji): drawn as they are, not as a mask
-        for line in page.lines:
-            for run in line.drawn_runs():
-                if run.glyphs is not None and chain.faces[run.font].color:
-                    colored.append((run, line.top + ascent))
-                else:
-                    by_color.setdefault(run.color or cfg.font_color, []).append((run, line.top + ascent))
         curve = coverage_curve().tolist()
-        black = skia.Paint(AntiAlias=True, Color=skia.ColorBLACK)
         image = Image.fromarray(pixels)
         height, width = pixels.shape[:2]
         for color, runs in by_color.items():
-            layer = skia.Surface.MakeRaster(skia.ImageInfo.MakeA8(width, height))
-            ink = layer.getCanvas()
-            ink.clear(skia.ColorTRANSPARENT)
-            ink.scale(cfg.scale * cfg.horizontal_scale, cfg.scale)
-            for run, baseline in runs:
-                blob = _blob(run, fonts[run.font], baseline)
-                if blob is not None:
-                    ink.drawTextBlob(blob, 0 if run.glyphs is not None else run.x, 0 if run.glyphs is not None
-                                     else baseline, black)
-            mask = Image.fromarray(_alpha(layer)).point(curve)
+            mask = Image.fromarray(_mask(cfg, fonts, runs, (width, height))).point(curve)
             rgb = parse_color(color)
             image.paste(rgb[0] if image.mode == "L" else rgb, (0, 0, width, height), mask)
         if colored:
             image = _draw_colored(image, cfg, fonts, colored)
-        return np.array(image) if by_color or colored else pixels
+        return np.asarray(image) if by_color or colored else pixels  # read-only: pages are not changed later
 
     @staticmethod
     def _draw_blocks(canvas, cfg: RenderConfig, page: PageLayout) -> None:
