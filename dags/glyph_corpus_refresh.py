@@ -2,7 +2,7 @@
 
 Rendering runs as one task that drives Dask (not one mapped task per shard): Dask already
 schedules, retries and resumes shards, and thousands of mapped task instances would load
-the Airflow scheduler and database for nothing. Wiring only; the work is in pipeline.orchestrate.
+the Airflow scheduler and database for nothing. Wiring only; the work is in pipeline.orchestration.orchestrate.
 """
 
 import os
@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from pipeline import alerts
-from pipeline.task_policy import NETWORK, corpus_asset, data_root, shipped
+from pipeline.orchestration import alerts
+from pipeline.orchestration.task_policy import NETWORK, corpus_asset, data_root, shipped
 
 RAW = os.environ.get("GLYPH_RAW_PREFIX") or shipped("data/sample")
 ROOT = data_root()
@@ -24,21 +24,23 @@ DATASET = corpus_asset()
 def glyph_corpus_refresh():
     @task.short_circuit(**NETWORK)
     def find_new() -> dict | bool:
-        from pipeline import orchestrate
+        from pipeline.orchestration import orchestrate
 
         found = orchestrate.find_new_objects(RAW, ROOT)
         return found if found["changed"] else False  # nothing new: the run ends here, nothing published
 
     @task(**NETWORK)
     def shard(found: dict, run_id=None) -> str:
-        from pipeline import orchestrate, storage
+        from pipeline import storage
+        from pipeline.orchestration import orchestrate
 
         run_root = storage.join(ROOT, "runs", orchestrate.run_folder(run_id))
         return orchestrate.shard_corpus(found["changed"], storage.join(run_root, "input"))
 
     @task(**NETWORK)
     def render(shards_uri: str, run_id=None) -> dict:  # URI, pages, tokens, compression ratio
-        from pipeline import orchestrate, storage
+        from pipeline import storage
+        from pipeline.orchestration import orchestrate
 
         styles = os.environ.get("GLYPH_STYLES", "document=0.4,web=0.2,code=0.2,dark=0.2")
         run_root = storage.join(ROOT, "runs", orchestrate.run_folder(run_id))
@@ -47,13 +49,13 @@ def glyph_corpus_refresh():
 
     @task(**NETWORK)
     def verify(rendered: dict) -> dict:
-        from pipeline import orchestrate
+        from pipeline.orchestration import orchestrate
 
         return orchestrate.verify_dataset(rendered)  # the render's summary and the counts checked
 
     @task(outlets=[DATASET], **NETWORK)
     def publish(verified: dict, found: dict, outlet_events=None) -> str:
-        from pipeline import orchestrate
+        from pipeline.orchestration import orchestrate
 
         rendered_uri = verified["uri"]
         version_uri = orchestrate.publish_version(rendered_uri, ROOT, found["snapshot"])

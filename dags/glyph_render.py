@@ -1,14 +1,14 @@
 """glyph_render: render a corpus on demand, from the Airflow UI's trigger form.
 
-Wiring only: each task calls one function of pipeline.orchestrate and passes URIs.
+Wiring only: each task calls one function of pipeline.orchestration.orchestrate and passes URIs.
 """
 
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
-from pipeline import alerts
-from pipeline.task_policy import (NETWORK, dask_scheduler_pattern, dask_schedulers, output_roots,
+from pipeline.orchestration import alerts
+from pipeline.orchestration.task_policy import (NETWORK, dask_scheduler_pattern, dask_schedulers, output_roots,
                                   output_uri_pattern, shipped, style_mixture_pattern, style_names)
 
 
@@ -43,14 +43,16 @@ from pipeline.task_policy import (NETWORK, dask_scheduler_pattern, dask_schedule
 def glyph_render():
     @task(**NETWORK)
     def shard(params=None) -> str:
-        from pipeline import orchestrate, storage
+        from pipeline import storage
+        from pipeline.orchestration import orchestrate
 
         return orchestrate.shard_corpus([params["corpus_uri"]], storage.join(params["output_uri"], "input"),
                                         num_shards=params["num_shards"], overwrite=params["overwrite"])
 
     @task(**NETWORK)
     def render(shards_uri: str, params=None) -> dict:  # URI, pages, tokens, compression ratio
-        from pipeline import orchestrate, storage
+        from pipeline import storage
+        from pipeline.orchestration import orchestrate
 
         return orchestrate.render_shards(shards_uri, storage.join(params["output_uri"], "rendered"),
                                          params["styles"], params["backend"], params["dask_scheduler"] or None,
@@ -59,7 +61,7 @@ def glyph_render():
 
     @task(**NETWORK)
     def verify(rendered: dict) -> dict:
-        from pipeline import orchestrate
+        from pipeline.orchestration import orchestrate
 
         return orchestrate.verify_dataset(rendered)  # the render's summary and the counts checked
 

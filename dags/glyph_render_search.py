@@ -4,15 +4,15 @@ Triggered from the UI. `search` runs `pipeline search` (state saved after every 
 a retried task resumes without evaluating anything twice); `best` logs the winner's scores and
 returns the URI of its best_config.json, which glyph_render's `render_config` takes as is.
 With no VLM endpoint the evaluator is the offline OCR proxy. Wiring only; the work is in
-pipeline.orchestrate.
+pipeline.orchestration.orchestrate.
 """
 
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
-from pipeline import alerts
-from pipeline.task_policy import NETWORK, output_roots, output_uri_pattern, shipped
+from pipeline.orchestration import alerts
+from pipeline.orchestration.task_policy import NETWORK, output_roots, output_uri_pattern, shipped
 
 
 @dag(
@@ -46,7 +46,7 @@ from pipeline.task_policy import NETWORK, output_roots, output_uri_pattern, ship
 def glyph_render_search():
     @task(**NETWORK)
     def search(params=None) -> str:
-        from pipeline import orchestrate
+        from pipeline.orchestration import orchestrate
 
         return orchestrate.search_render_config(
             params["validation_uri"], params["output_uri"], params["generations"], params["population"],
@@ -56,7 +56,7 @@ def glyph_render_search():
 
     @task(**NETWORK)
     def best(search_uri: str) -> dict:
-        from pipeline import orchestrate
+        from pipeline.orchestration import orchestrate
 
         result = orchestrate.best_render_config(search_uri)
         print(f"best render config: {result['config_uri']} (accuracy {result['accuracy']:.3f}, compression "

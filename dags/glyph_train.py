@@ -7,7 +7,7 @@ variables: each run starts from GLYPH_TRAIN_MODEL. A stage is a job
 started by a launcher (local subprocess by default, Kubernetes, Slurm); its log streams into
 the task log, a failed job fails the task with the job's error, and a retried task re-attaches
 to its job or resumes from the stage's checkpoint. Each run writes OUTPUT/<run id>/<stage>.
-Wiring only; the work is in pipeline.orchestrate.
+Wiring only; the work is in pipeline.orchestration.orchestrate.
 """
 
 import os
@@ -15,8 +15,8 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
-from pipeline import alerts
-from pipeline.task_policy import corpus_asset, output_roots, output_uri_pattern
+from pipeline.orchestration import alerts
+from pipeline.orchestration.task_policy import corpus_asset, output_roots, output_uri_pattern
 
 DATASET = corpus_asset()
 STAGE = dict(retries=2, retry_delay=timedelta(seconds=int(os.environ.get("GLYPH_STAGE_RETRY_DELAY_S", "60"))),
@@ -53,7 +53,8 @@ MAX_STEPS = os.environ.get("GLYPH_TRAIN_MAX_STEPS", "2")
 )
 def glyph_train():
     def run(stage: str, model: str, data: str, params: dict, run_id: str) -> str:
-        from pipeline import orchestrate, storage
+        from pipeline import storage
+        from pipeline.orchestration import orchestrate
 
         output = storage.join(params["output_uri"], orchestrate.run_folder(run_id), stage)
         return orchestrate.train_stage(stage, params["config"].format(stage=stage), model, data, output,
@@ -61,7 +62,7 @@ def glyph_train():
 
     @task(**STAGE)
     def pretrain(params=None, run_id=None, triggering_asset_events=None) -> str:
-        from pipeline import orchestrate
+        from pipeline.orchestration import orchestrate
 
         events = triggering_asset_events.get(DATASET, []) if triggering_asset_events else []
         return run("pretrain", params["model"], orchestrate.datasets_from_events(events, params["data"]), params, run_id)

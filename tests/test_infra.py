@@ -200,7 +200,7 @@ def test_secret_and_config_names_agree_across_manifests():
 
 def test_rbac_allows_every_call_the_kubernetes_launcher_makes():
     calls = set(re.findall(r"\.(create|read|delete|list)_namespaced_(job|service|pod)(_log|_status)?\b",
-                           (REPO / "pipeline" / "kubernetes_launcher.py").read_text()))
+                           (REPO / "pipeline" / "orchestration" / "kubernetes_launcher.py").read_text()))
     assert {("create", "job", ""), ("create", "service", ""), ("read", "pod", "_log")} <= calls, calls
     verbs = {"create": "create", "read": "get", "delete": "delete", "list": "list"}
     plural = {"job": "jobs", "service": "services", "pod": "pods"}

@@ -112,7 +112,7 @@ def test_glyph_train_chains_the_stages(airflow_env, tmp_path, sample_docs, monke
             "output_uri": str(tmp_path / "train"), "max_steps": 2, "launcher": "local"}
     run = get_dag("glyph_train").test(run_conf=conf)
     assert str(run.state) == "success"
-    from pipeline.orchestrate import run_folder
+    from pipeline.orchestration.orchestrate import run_folder
 
     for stage in ("pretrain", "sft", "rl"):
         out = tmp_path / "train" / run_folder(run.run_id) / stage

@@ -93,7 +93,7 @@ def test_bad_conf_is_refused_by_the_api_before_anything_runs(airflow_server):
 
 
 def test_scheduled_refresh_publishes_and_its_asset_event_starts_training(airflow_server, s3, inputs):
-    from pipeline.orchestrate import run_folder
+    from pipeline.orchestration.orchestrate import run_folder
 
     s3.proxy.heal()
     for dag_id in ("glyph_corpus_refresh", "glyph_train"):

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.launchers import (RENDEZVOUS_PORT, TEMPLATES, JobFailed, fill_template, job_name, raise_on_sigterm,
-                                stage_command)
+from pipeline.orchestration.launchers import (
+    RENDEZVOUS_PORT, TEMPLATES, JobFailed, fill_template, job_name, raise_on_sigterm, stage_command,
+)
 
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 

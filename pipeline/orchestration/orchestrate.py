@@ -18,7 +18,7 @@ STATE = "refresh_state.json"
 @contextlib.contextmanager
 def no_retry_for_configuration_errors():
     """A job that exited 2 (a configuration error) fails its Airflow task for good instead of being retried."""
-    from pipeline.launchers import ConfigurationFailed
+    from pipeline.orchestration.launchers import ConfigurationFailed
 
     try:
         yield
@@ -83,7 +83,7 @@ def render_shards(shards_uri: str, out_uri: str, styles: str, backend: str = "sk
     worker processes re-import their parent's main module, which inside an Airflow task is the
     `airflow` script itself, and that refuses to start without database access.
     """
-    from pipeline.launchers import run_streamed
+    from pipeline.orchestration.launchers import run_streamed
 
     shards_uri, out_uri = storage.absolute(shards_uri), storage.absolute(out_uri)
     command = [sys.executable, "-m", "pipeline.cli", "render-corpus", shards_uri, "--out", out_uri,
@@ -157,7 +157,7 @@ def search_render_config(validation: str, out_uri: str, generations: int, popula
                          endpoint: str | None = None, model: str | None = None, critic_endpoint: str | None = None,
                          critic_model: str | None = None, log=print) -> str:
     """`pipeline search` in its own process, log streamed. A re-run resumes from the state saved at out_uri."""
-    from pipeline.launchers import run_streamed
+    from pipeline.orchestration.launchers import run_streamed
 
     command = [sys.executable, "-m", "pipeline.cli", "search", "--validation", validation, "--out", out_uri,
                "--generations", str(generations), "--population", str(population), "--seed", str(seed),
@@ -184,7 +184,7 @@ def train_stage(stage: str, config: str, model: str, data: str, output_dir: str,
 
     `run_key` (the Airflow run id) names cluster jobs, so a retried task re-attaches to its stage's job.
     """
-    from pipeline.launchers import get_launcher
+    from pipeline.orchestration.launchers import get_launcher
 
     overrides = {"model": model, "data": data, "output_dir": output_dir, "max_steps": max_steps}
     with no_retry_for_configuration_errors():

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline import alerts
+from pipeline.orchestration import alerts
 from tests.support.webhook import WebhookReceiver
 
 

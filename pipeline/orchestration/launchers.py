@@ -262,7 +262,7 @@ LAUNCHERS = {"local": LocalLauncher, "slurm": SlurmLauncher}
 
 def get_launcher(name: str, **options):
     if name == "kubernetes":
-        from pipeline.kubernetes_launcher import KubernetesLauncher
+        from pipeline.orchestration.kubernetes_launcher import KubernetesLauncher
 
         return KubernetesLauncher(**options)
     if name not in LAUNCHERS:

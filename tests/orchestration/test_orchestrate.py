@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from pipeline import orchestrate
-from pipeline.launchers import JobFailed
+from pipeline.orchestration import orchestrate
+from pipeline.orchestration.launchers import JobFailed
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.launchers import JobFailed, SlurmLauncher, fill_template, get_launcher, job_name
+from pipeline.orchestration.launchers import JobFailed, SlurmLauncher, fill_template, get_launcher, job_name
 from tests.support import slurm as slurm_support
 from tests.support.s3 import free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_job_names_are_stable_per_run_and_stage_and_valid_dns():
@@ -49,7 +49,7 @@ def deserialize(document: dict, kind: str):
 
 
 def test_kubernetes_job_manifest_is_a_valid_indexed_job(monkeypatch):
-    from pipeline.kubernetes_launcher import KubernetesLauncher
+    from pipeline.orchestration.kubernetes_launcher import KubernetesLauncher
 
     monkeypatch.setenv("GLYPH_K8S_NODE_SELECTOR", '{"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}')
     launcher = KubernetesLauncher(image="registry.example/glyph-train:1", nodes=4, gpus_per_node=8,
@@ -114,7 +114,7 @@ def k8s(tmp_path, monkeypatch):
 
 
 def k8s_launcher(lines, key="glyph_train/run1/pretrain", log=None):
-    from pipeline.kubernetes_launcher import KubernetesLauncher
+    from pipeline.orchestration.kubernetes_launcher import KubernetesLauncher
 
     return KubernetesLauncher(image="glyph-train:0.1.0", namespace="glyph", gpus_per_node=8, run_key=key,
                               log=log or lines.append, poll_s=0.05)
@@ -319,7 +319,7 @@ def test_an_interrupted_wait_cancels_the_job(slurm, tiny, tmp_path, launcher_env
 
 SIGTERM_PROBE = """
 import sys
-from pipeline.launchers import SlurmLauncher
+from pipeline.orchestration.launchers import SlurmLauncher
 launcher = SlurmLauncher(gpus_per_node=0, workdir=sys.argv[1], run_key="run-sigterm/x", poll_s=0.5,
                          log=lambda line: print(line, flush=True))
 launcher.run("pretrain", "configs/train/pretrain.yaml", {"model": sys.argv[2], "data": sys.argv[3],
@@ -346,7 +346,7 @@ def test_sigterm_to_the_waiting_task_cancels_the_job(slurm, tiny, tmp_path, laun
 
 
 def test_a_scheduler_that_stops_answering_leaves_the_job_alone(slurm, tmp_path):
-    from pipeline.launchers import MonitorLost
+    from pipeline.orchestration.launchers import MonitorLost
 
     launcher = SlurmLauncher(gpus_per_node=0, workdir=str(tmp_path), log=lambda line: None, poll_s=0.01)
     launcher.PATIENCE = 3

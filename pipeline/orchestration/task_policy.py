@@ -23,7 +23,7 @@ def corpus_asset():
     return Asset(name="glyph_corpus", uri=os.environ.get("GLYPH_DATASET_URI", "file:///glyph/corpus"))
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def shipped(path: str) -> str:
@@ -84,7 +84,7 @@ def dask_scheduler_pattern() -> str:
 
 def style_names() -> list[str]:
     """The styles a render accepts: the shipped configs/render/*.json, and the `random` sampler."""
-    folder = Path(__file__).resolve().parent.parent / "configs" / "render"
+    folder = REPO_ROOT / "configs" / "render"
     return sorted(p.stem for p in folder.glob("*.json")) + ["random"]
 
 
