@@ -128,9 +128,30 @@ def bidi_levels(text: str) -> tuple[int, list[int]]:
 
     if not text:
         return 0, []
-    # Characters this Python's Unicode database does not know have no bidi class; python-bidi's algorithm
-    # would stop on them. They are neutral (ON) for the algorithm, which keeps every index.
-    text = "".join(ch if unicodedata.bidirectional(ch) else "!" for ch in text)
+    # Characters this Python's Unicode database does not know have no bidi class, and python-bidi's
+    # algorithm predates the isolates (UAX #9 6.3): it would stop on either. Unknown characters are neutral
+    # (ON) for it, isolates the embeddings they extend; every index is kept.
+    text = "".join(ISOLATES.get(ch, ch) if unicodedata.bidirectional(ch) else "!" for ch in text)
+    try:
+        return _uax9_levels(uax9, text)
+    except (AssertionError, IndexError, KeyError):  # its limits (for example embeddings past depth 61)
+        base = uax9.get_base_level(text, False)
+        return base, [_strong_level(ch, base) for ch in text]
+
+
+ISOLATES = {"\u2066": "\u202a", "\u2067": "\u202b", "\u2068": "\u202b", "\u2069": "\u202c"}  # LRI RLI FSI PDI
+
+
+def _strong_level(ch: str, base: int) -> int:
+    kind = unicodedata.bidirectional(ch)
+    if kind in ("R", "AL"):
+        return base if base % 2 else base + 1
+    if kind in ("L", "EN", "AN") and base % 2:
+        return base + 1
+    return base
+
+
+def _uax9_levels(uax9, text: str) -> tuple[int, list[int]]:
     storage = uax9.get_empty_storage()
     base = uax9.get_base_level(text, False)
     storage["base_level"], storage["base_dir"] = base, ("L", "R")[base]

@@ -94,7 +94,8 @@ def test_bidi_levels_and_display_order():
 
 MIXED = st.lists(st.sampled_from(["word", "مرحبا", "بالعالم", "שלום", "עולם", "123", "(4.5)", "नमस्ते", "ภาษาไทย",
                                   "👨‍👩‍👧", "🇯🇵", "👍🏽", "é", "\u0301", "!", " ", "  ", "\n", "\u200f", "\u202b",
-                                  "\u202c", "\t"]), min_size=1, max_size=60)
+                                  "\u202c", "\u2067", "\u2069", "\t", "한국어", "。", "\ue000", "\U0001e900"]),
+                 min_size=1, max_size=60)
 
 
 @settings(max_examples=40, deadline=None)
@@ -129,6 +130,8 @@ def test_colour_emoji_in_colour_on_rgb_pages_and_gray_on_gray_pages():
     assert pixels.ndim == 3 and (np.abs(pixels[:, :, 0] - pixels[:, :, 2]) > 60).any(), "a yellow face"
     gray = Renderer(RenderConfig()).render("smile 😀").pages[0]
     assert gray.pixels.ndim == 2 and (gray.pixels < 200).sum() > 50 and gray.missing_glyphs == 0
+    pdf = Renderer(RenderConfig(), "pdf").render("smile 😀 שלום").pages[0]  # bitmaps left out, the rest drawn
+    assert pdf.text == "smile 😀 שלום" and (pdf.pixels < 128).sum() > 50
 
 
 @pytest.mark.parametrize("language", ["ar", "he", "hi", "bn", "ta", "th", "ko", "am", "zh", "ru", "el"])

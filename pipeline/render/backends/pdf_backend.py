@@ -52,7 +52,9 @@ def _outline_font(path: str):
     from fontTools.ttLib import TTFont as FontToolsFont
 
     font = FontToolsFont(path, fontNumber=0, lazy=True)
-    return font, font.getGlyphSet(), font.getGlyphOrder(), font.getBestCmap() or {}, font["head"].unitsPerEm
+    outlined = "glyf" in font or "CFF " in font or "CFF2" in font  # colour bitmap fonts have none
+    return (font, font.getGlyphSet() if outlined else {}, font.getGlyphOrder(), font.getBestCmap() or {},
+            font["head"].unitsPerEm)
 
 
 def _draw_outlines(canvas, path: str, size: float, glyphs: list[tuple[int, float, float]]) -> None:
