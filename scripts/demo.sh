@@ -13,6 +13,7 @@ echo "rendered shards: $OUT/rendered (manifest.json); contact sheet: ${SHEET:-ou
 # A short continual pre-training run of the tiny model on the shards just rendered (DeepSpeed, CPU).
 [[ -f out/tiny-model/config.json ]] || $PIPELINE make-tiny-model out/tiny-model
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}
+# Its output sits beside the data it trains on: a run resumes only a run of the same data.
 .venv/bin/python -m training.pretrain --config configs/train/pretrain.yaml --data "$OUT/rendered" \
-    --output-dir out/pretrain --max-steps 10
-echo "pre-training metrics: out/pretrain/metrics.jsonl; exported model: out/pretrain/model"
+    --output-dir "$OUT/pretrain" --max-steps 10
+echo "pre-training metrics: $OUT/pretrain/metrics.jsonl; exported model: $OUT/pretrain/model"

@@ -269,7 +269,8 @@ class CheckpointSync(TrainerCallback):
         name = f"checkpoint-{state.global_step}"
         folder = Path(args.output_dir) / name
         position = {"world_size": args.world_size, "workers": self.workers, "batches": self.progress.batches,
-                    "positions": {str(k): v for k, v in self.progress.positions.items()}}
+                    "positions": {str(k): v for k, v in self.progress.positions.items()},
+                    "model": self.cfg.model, "data": self.cfg.data}  # what the run trains: a resume must match
         (folder / f"data-position-rank{args.process_index}.json").write_text(json.dumps(position))
         sync_up(self.local, self.cfg.output_dir, args.local_process_index, only=f"checkpoints/{name}")
         torch.distributed.barrier()
@@ -291,7 +292,22 @@ def resume_point(args: TrainingArguments, cfg: TrainConfig, workers: int) -> tup
         raise UsageError(f"resume: {folder} was written by {saved['world_size']} ranks with "
                          f"{saved['workers']} DataLoader workers each; this run has {args.world_size} and {workers}. "
                          "Resume with the same, or start a new output_dir")
+    for key in ("model", "data"):
+        if key in saved and not _same_source(saved[key], getattr(cfg, key)):
+            raise UsageError(f"resume: {cfg.output_dir} holds a run of --{key} {saved[key]} (at {folder.name}); "
+                             f"this run asks for --{key} {getattr(cfg, key)}. Resuming would train one model on "
+                             "two runs' settings: use another --output-dir, or the same --" + key)
     return str(folder), saved
+
+
+def _same_source(saved: str, given: str) -> bool:
+    """The same model or data: equal as written, or the same local path written differently."""
+    if saved == given:
+        return True
+    try:
+        return Path(saved).exists() and Path(given).exists() and Path(saved).samefile(given)
+    except OSError:
+        return False
 
 
 def stage_output(cfg: TrainConfig) -> str:
@@ -332,7 +348,17 @@ def run_callbacks(cfg: TrainConfig, local: str, model, progress: Progress, worke
 
 
 def finish_run(trainer: Trainer, processor, cfg: TrainConfig, local: str, checkpoint: str | None) -> None:
-    """Train from the checkpoint (or the start), then export the model."""
+    """Train from the checkpoint (or the start), then export the model; a run already trained to max_steps
+    and exported is left as it is (a second run of a finished stage changes nothing)."""
+    if checkpoint is not None and trainer.args.max_steps > 0:
+        from pipeline import storage
+
+        step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
+        exported = storage.join(cfg.output_dir, "model", "config.json")
+        if step >= trainer.args.max_steps and storage.get_storage(exported).exists(exported):
+            print(f"already trained to step {step} of {trainer.args.max_steps} and exported: "
+                  f"{storage.join(cfg.output_dir, 'model')}", flush=True)
+            return
     if not sys.stderr.isatty():
         from transformers.trainer_callback import PrinterCallback
 

@@ -219,3 +219,18 @@ def test_preview_shows_the_official_layout_for_pretraining(setup):
         assert rest == line["target"], "everything after the assistant tag is supervised, nothing before"
         assert line["prompt"].endswith(line["target"]) and line["target"].endswith("<|user|>")
         assert line["tokens"] <= 2048
+
+
+def test_a_finished_run_run_again_changes_nothing_and_other_data_is_refused(setup, tmp_path):
+    out = tmp_path / "twice"
+    train(setup, out, "--max-steps", "2", "--save-every", "2")
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    again = train(setup, out, "--max-steps", "2", "--save-every", "2", metrics_from=None)
+    assert "already trained to step 2 of 2 and exported" in again.stdout and "step 3/" not in again.stdout
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2, "no extra step was trained"
+    other = run("pretrain", "--config", "configs/train/pretrain.yaml", "--model", str(setup / "model"),
+                "--data", str(setup / "many-pages"), "--output-dir", str(out), "--max-steps", "4",
+                "--max-length", "1024")
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert f"holds a run of --data {setup / 'pages'}" in other.stderr and "another --output-dir" in other.stderr
