@@ -7,8 +7,8 @@ applies it: by resizing the rasterized page.
 
 Runs reportlab cannot draw as text, shaped runs (their glyphs are HarfBuzz's
 choice, often with no character of their own) and fonts with PostScript
-outlines (Noto CJK), are drawn as filled glyph outlines read with fontTools.
-Colour bitmap glyphs (emoji) have no outlines and are left out here.
+outlines (Noto CJK), are drawn as filled glyph outlines read with fontTools;
+colour bitmap glyphs (emoji, CBDT) as their PNG images.
 """
 
 from __future__ import annotations
@@ -91,6 +91,9 @@ def _draw_outlines(canvas, path: str, size: float, glyphs: list[tuple[int, float
         def _closePath(self):
             pdf_path.close()
 
+    if "CBDT" in font:
+        _draw_bitmaps(canvas, font, size, glyphs)
+        return
     drawn = False
     for glyph, x, y in glyphs:
         if 0 <= glyph < len(order) and order[glyph] in glyph_set:
@@ -98,6 +101,23 @@ def _draw_outlines(canvas, path: str, size: float, glyphs: list[tuple[int, float
             drawn = True
     if drawn:
         canvas.drawPath(pdf_path, stroke=0, fill=1)
+
+
+def _draw_bitmaps(canvas, font, size: float, glyphs: list[tuple[int, float, float]]) -> None:
+    """Colour bitmap glyphs (CBDT, as in Noto Color Emoji): each one's PNG at the strike's scale."""
+    from reportlab.lib.utils import ImageReader
+
+    strike = font["CBDT"].strikeData[0]
+    scale = size / font["CBLC"].strikes[0].bitmapSizeTable.ppemY
+    order = font.getGlyphOrder()
+    for glyph, x, y in glyphs:
+        bitmap = strike.get(order[glyph]) if 0 <= glyph < len(order) else None
+        if bitmap is None or not bitmap.imageData.startswith(b"\x89PNG"):
+            continue
+        metrics = bitmap.metrics
+        canvas.drawImage(ImageReader(io.BytesIO(bitmap.imageData)), x + metrics.BearingX * scale,
+                         y - (metrics.height - metrics.BearingY) * scale, metrics.width * scale,
+                         metrics.height * scale, mask="auto")
 
 
 def _run_glyphs(run, path: str, size: float, y: float) -> list[tuple[int, float, float]]:
