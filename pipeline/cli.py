@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--text-field", default="text", help="the JSON field holding its text")
     shard.add_argument("--overwrite", action="store_true",
                        help="replace input shards of other settings or inputs in --out (otherwise refused)")
-    _run_options(shard, "shards")
+    _run_options(shard, "documents")
     shard.set_defaults(func=_shard)
 
     corpus = commands.add_parser("render-corpus", help="render input shards in parallel with Dask")
