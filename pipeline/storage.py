@@ -20,6 +20,7 @@ clean-up removes only temporaries written by pipeline runs (`is_run_temporary`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -199,27 +200,29 @@ class LocalStorage(Storage):
         os.replace(temp, target)
 
     @staticmethod
+    @contextlib.contextmanager
     def _guard(target: Path):
         """An advisory lock on the object's folder (flock on the directory itself: no lock file left behind)."""
-        import contextlib
         import fcntl
 
-        @contextlib.contextmanager
-        def held():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            folder = os.open(target.parent, os.O_RDONLY)
-            try:
-                fcntl.flock(folder, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(folder)  # releases the lock
-
-        return held()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(folder)  # releases the lock
 
     @staticmethod
     def _version(path: Path) -> str:
         stat = path.stat()
         return f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
+
+    def _has_version(self, target: Path, version: str) -> bool:
+        try:
+            return self._version(target) == version
+        except FileNotFoundError:
+            return False
 
     def create_exclusive(self, uri: str, data: bytes) -> str | None:
         target = self.path(uri)
@@ -246,10 +249,7 @@ class LocalStorage(Storage):
     def replace_if(self, uri: str, data: bytes, version: str) -> str | None:
         target = self.path(uri)
         with self._guard(target):
-            try:
-                if self._version(target) != version:
-                    return None
-            except FileNotFoundError:
+            if not self._has_version(target, version):
                 return None
             self.write_bytes(uri, data)
             return self._version(target)
@@ -257,10 +257,7 @@ class LocalStorage(Storage):
     def delete_if(self, uri: str, version: str) -> bool:
         target = self.path(uri)
         with self._guard(target):
-            try:
-                if self._version(target) != version:
-                    return False
-            except FileNotFoundError:
+            if not self._has_version(target, version):
                 return False
             target.unlink()
             return True

@@ -18,7 +18,6 @@ output's lease (lease.py) for the whole run, so two runs never write one output.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -33,7 +32,7 @@ import pipeline
 from pipeline import storage
 from pipeline.corpus.lease import OutputLease
 from pipeline.corpus.sharder import SUMMARY as SHARDING_SUMMARY
-from pipeline.corpus.sharder import read_units
+from pipeline.corpus.sharder import fingerprint, read_units, shards_digest
 from pipeline.io.readers import Record
 
 MANIFEST = "manifest.json"
@@ -64,18 +63,13 @@ def render_identity(sharding: dict, settings: CorpusRenderSettings) -> dict:
 
     return {
         "input": {"dataset": sharding["dataset"], "num_shards": sharding["num_shards"],
-                  "shards_sha256": hashlib.sha256("".join(s["sha256"] for s in sharding["shards"]).encode())
-                  .hexdigest()},
+                  "shards_sha256": shards_digest(sharding["shards"])},
         "styles": None if settings.config else dict(sorted(settings.styles.items())),
         "config": settings.config, "seed": settings.seed, "backend": settings.backend,
         "tokenizer": settings.tokenizer or DEFAULT_TOKENIZER, "split": settings.split,
         "min_px_per_em": settings.min_px_per_em,
         "renderer": pipeline.__version__,
     }
-
-
-def fingerprint(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def identity_differences(old: dict | None, new: dict) -> list[str]:

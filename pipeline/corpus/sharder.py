@@ -149,7 +149,7 @@ class CorpusSharder:
         run_id = storage.new_run_id()
         with OutputLease(out_uri, run_id, "shard", wait=wait_lease) as lease:
             existing = self._existing(out_uri)
-            if existing and not overwrite and existing.get("settings_fingerprint") != _fingerprint(identity):
+            if existing and not overwrite and existing.get("settings_fingerprint") != fingerprint(identity):
                 raise ShardingExists(self._refusal(out_uri, existing, identity))
             with tempfile.TemporaryDirectory(prefix="glyph-shard-") as temp:
                 spool = UnitSpool(Path(temp) / "units.jsonl")
@@ -298,7 +298,7 @@ class CorpusSharder:
 
     def _summary(self, shards: list[dict], inputs: list[str], num_shards: int, identity: dict,
                  command: list[str] | None) -> dict:
-        contents = hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()
+        contents = shards_digest(shards)
         return {
             "dataset": self.settings.dataset, "num_shards": num_shards, "documents": self.counts.documents,
             "units": self.counts.units, "characters": self.counts.characters,
@@ -306,8 +306,8 @@ class CorpusSharder:
             "skip_reasons": self.counts.skip_reasons(), "skipped": self.counts.skipped,
             "damaged_files": self.counts.damaged,
             "settings": asdict(self.settings), "inputs": inputs, "command": command or sys.argv,
-            "identity": identity, "settings_fingerprint": _fingerprint(identity),
-            "fingerprint": _fingerprint({"identity": identity, "shards": contents}),
+            "identity": identity, "settings_fingerprint": fingerprint(identity),
+            "fingerprint": fingerprint({"identity": identity, "shards": contents}),
             "shards": shards,
         }
 
@@ -334,8 +334,14 @@ class CorpusSharder:
         return summary
 
 
-def _fingerprint(value: dict) -> str:
+def fingerprint(value: dict) -> str:
+    """A short, stable hash of a JSON-able identity (settings, inputs): what an output was made from."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shards_digest(shards: list[dict]) -> str:
+    """One hash of a shard set's contents, from each shard's sha256."""
+    return hashlib.sha256("".join(shard["sha256"] for shard in shards).encode()).hexdigest()
 
 
 def _open_file_allowance() -> int:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
-import zlib
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
+
+import zstandard
 
 from pipeline import storage
 from pipeline.io.kinds import TEXT_EXTENSIONS, kind_of
@@ -155,13 +157,8 @@ class TruncatedError(EOFError):
     pass
 
 
-def _damage_errors() -> tuple:
-    import zstandard
-
-    return (EOFError, gzip.BadGzipFile, zlib.error, zstandard.ZstdError, OSError)
-
-
-DAMAGE_ERRORS = _damage_errors()
+# What a truncated or corrupt compressed file raises part-way (OSError covers gzip's BadGzipFile).
+DAMAGE_ERRORS = (EOFError, zlib.error, zstandard.ZstdError, OSError)
 
 
 def _damage(err: Exception) -> str:
@@ -184,8 +181,6 @@ def _jsonl_lines(path: Path) -> Iterator[bytes]:
 def _zstd_blocks(path: Path) -> Iterator[bytes]:
     """Decompressed blocks of every frame; a stream that ends inside a frame is truncated, not finished
     (zstandard's stream reader returns what it has and ends quietly)."""
-    import zstandard
-
     decompressor = zstandard.ZstdDecompressor()
     frame, fed, frames = decompressor.decompressobj(), False, 0
     with path.open("rb") as handle:

@@ -430,7 +430,7 @@ class Paginator:
         words = [i for i, t in enumerate(tokens) if t[0] in (_WORD, _NEWLINE)]
         if not words:
             return [], 0.0
-        text, (hard_start, _, levels) = self.text, self._bidi
+        text = self.text
         start, end = tokens[0][1], tokens[words[-1]][2]
         advance_of: dict[int, float] = {}  # overrides by character: tabs, stretched spaces
         for index, (kind, tok_start, tok_end, tok_width) in enumerate(tokens[:words[-1]]):
@@ -438,16 +438,7 @@ class Paginator:
                 advance_of[tok_start] = tok_width
             elif kind == _SPACE and gap_extra and words[0] < index:
                 advance_of[tok_end - 1] = (tok_end - tok_start) * self.measure.space + gap_extra
-        pieces = []  # (start, end, font, level)
-        for run_start, run_end, font in self.shaper.font_runs(text, start, end):
-            position = run_start
-            while position < run_end:
-                level = levels[position - hard_start] if 0 <= position - hard_start < len(levels) else 0
-                stop = position + 1
-                while stop < run_end and (levels[stop - hard_start] if stop - hard_start < len(levels) else 0) == level:
-                    stop += 1
-                pieces.append((position, stop, font, level))
-                position = stop
+        pieces = self._bidi_pieces(start, end)
         runs, x = [], left
         for index in visual_order([piece[3] for piece in pieces]):
             piece_start, piece_end, font, level = pieces[index]
@@ -470,6 +461,17 @@ class Paginator:
             runs.append(Run(font, visible, x, glyphs=glyphs, offsets=offsets))
             x += pen
         return runs, x - left
+
+    def _bidi_pieces(self, start: int, end: int) -> list[tuple[int, int, int, int]]:
+        """(start, end, font, level) pieces of text[start:end]: its font runs cut where the bidi level changes."""
+        hard_start, _, levels = self._bidi
+        pieces = []
+        for run_start, run_end, font in self.shaper.font_runs(self.text, start, end):
+            for level, group in itertools.groupby(range(run_start, run_end), lambda i: levels[i - hard_start]):
+                first = next(group)
+                last = first + sum(1 for _ in group)
+                pieces.append((first, last + 1, font, level))
+        return pieces
 
     def _colored(self, start: int, end: int):
         """(start, end, colour) pieces of text[start:end]: one uncoloured piece unless highlighting is on."""
