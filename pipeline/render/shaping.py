@@ -60,7 +60,7 @@ class Shaper:
     def __init__(self, chain: FontChain, size: float):
         self.chain, self.size = chain, size
         self._emoji = next((i for i, path in enumerate(chain.paths) if "emoji" in path.lower()), None)
-        self._widths: dict[tuple[str, int, bool | None], float] = {}
+        self._widths: dict[tuple[str, bool | None], float] = {}
 
     def font_for(self, cluster: str) -> int:
         """The chain's font for one grapheme cluster (-2: none has it: drawn with the replacement glyph)."""
@@ -104,7 +104,7 @@ class Shaper:
 
     def width(self, text: str, rtl: bool | None = None) -> float:
         """Shaped width of text (its font runs shaped one by one)."""
-        key = (text, -1, rtl)
+        key = (text, rtl)
         width = self._widths.get(key)
         if width is None:
             width = sum(self.shape(text[a:b], font, rtl).width for a, b, font in self.font_runs(text, 0, len(text)))
