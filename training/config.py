@@ -41,6 +41,10 @@ class TrainConfig:
     save_total_limit: int = 2  # checkpoints kept (the newest)
     log_every: int = 1
     seed: int = 0
+    # Seconds a collective may wait for the other ranks before the run fails (torch's default is 1,800):
+    # a rank out of step then ends the job with an error instead of holding every GPU for half an hour.
+    # It must exceed the longest wait of a healthy run (rank 0 fetching a checkpoint from S3, or exporting).
+    ddp_timeout: int = 600
     deepspeed: str = "configs/deepspeed/zero2.json"
     # SFT: how long contexts are rendered, and the share of auxiliary OCR samples.
     render_style: str = "best-en"
@@ -65,7 +69,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "max_length", "save_every", "log_every", "per_device_batch_size",
-                     "gradient_accumulation_steps", "loss_chunk_tokens", "prefetch_factor", "save_total_limit"):
+                     "gradient_accumulation_steps", "loss_chunk_tokens", "prefetch_factor", "save_total_limit",
+                     "ddp_timeout"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("max_pages", "dataloader_workers", "shuffle_buffer", "min_learning_rate", "weight_decay"):

@@ -51,6 +51,10 @@ def grpo_arguments(cfg: TrainConfig, local: str):
         deepspeed=deepspeed_config(cfg), save_strategy="steps", save_steps=cfg.save_every,
         save_total_limit=cfg.save_total_limit, logging_steps=cfg.log_every, report_to=[], seed=cfg.seed,
         disable_tqdm=not sys.stderr.isatty(), use_cpu=not torch.cuda.is_available(), remove_unused_columns=False,
+        ddp_timeout=cfg.ddp_timeout,
+        # TRL gathers the logged images only on ranks whose batch has some: a rank with text prompts alone
+        # skips that collective and the next one pairs with it wrongly (a hang). We log no images anyway.
+        log_multimodal=False,
         **extra)
 
 

@@ -9,6 +9,9 @@ and RNG state are the Trainer's.
   no logits kept, and the final hidden states of supervised positions are projected onto
   the vocabulary `loss_chunk_tokens` at a time, each chunk recomputed in the backward pass
   (liger-kernel's fused kernel needs the whole unsharded head weight, which ZeRO-3 never has).
+- Every rank calls every module as often as the others, whatever its data (training/collectives.py):
+  under ZeRO-3 each call is a collective, and a rank out of step aborts or hangs the job. A hang
+  becomes an error after `ddp_timeout` seconds.
 - The DataLoader's own worker processes read, render and encode ahead of the GPU; each
   rank reads its own shards, so nothing is dispatched between ranks.
 - Each checkpoint also holds every reader's data position; a resumed run continues there
@@ -30,6 +33,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from training.collectives import VisionOnEveryRank, chunked_cross_entropy
 from training.config import TrainConfig
 from training.data.chat import IGNORE
 from training.outputs import local_output, sync_down, sync_up
@@ -87,7 +91,7 @@ def training_arguments(cfg: TrainConfig, local: str) -> TrainingArguments:
         deepspeed=deepspeed_config(cfg), save_strategy="steps", save_steps=cfg.save_every,
         save_total_limit=cfg.save_total_limit, logging_steps=cfg.log_every, report_to=[], seed=cfg.seed,
         ignore_data_skip=True,  # our readers resume at their saved positions instead
-        disable_tqdm=not sys.stderr.isatty(), use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not sys.stderr.isatty(), use_cpu=not torch.cuda.is_available(), ddp_timeout=cfg.ddp_timeout,
         average_tokens_across_devices=True, remove_unused_columns=False)
 
 
@@ -123,6 +127,7 @@ class Progress:
         self.positions: dict[int, int] = {}
         self.batches = 0
         self.tokens, self.attention_flops_units, self.tasks = 0, 0, Counter()
+        self.collectives: dict = {}  # loss chunks run only to keep the ranks in step, over all ranks
 
     def consume(self, meta: dict) -> None:
         self.positions[meta["reader"]] = max(self.positions.get(meta["reader"], 0), meta["position"])
@@ -131,39 +136,10 @@ class Progress:
         self.attention_flops_units += sum(n * n for n in meta["lengths"])
         self.tasks.update(meta["tasks"])
 
-    def take(self) -> tuple[int, int, dict]:
-        out = (self.tokens, self.attention_flops_units, dict(self.tasks))
-        self.tokens, self.attention_flops_units, self.tasks = 0, 0, Counter()
+    def take(self) -> tuple[int, int, dict, dict]:
+        out = (self.tokens, self.attention_flops_units, dict(self.tasks), self.collectives)
+        self.tokens, self.attention_flops_units, self.tasks, self.collectives = 0, 0, Counter(), {}
         return out
-
-
-def chunked_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor, head, chunk: int) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over supervised positions, `chunk` positions projected at a time.
-
-    Each chunk's logits are freed after its loss and recomputed in the backward pass, so at most one
-    chunk of full-vocabulary logits (in fp32) is alive at once.
-
-    >>> head = torch.nn.Linear(4, 7, bias=False)
-    >>> hidden, labels = torch.randn(1, 6, 4), torch.tensor([[-100, 3, 1, -100, 6, 2]])
-    >>> total, count = chunked_cross_entropy(hidden, labels, head, chunk=2)
-    >>> whole = torch.nn.functional.cross_entropy(head(hidden[0, :-1]), labels[0, 1:], reduction="sum")
-    >>> count, bool(torch.allclose(total, whole))
-    (4, True)
-    """
-    from torch.utils.checkpoint import checkpoint
-
-    targets = labels[:, 1:]
-    keep = targets != IGNORE
-    states, targets = hidden[:, :-1][keep], targets[keep]
-    total = hidden[:, :1].sum().float() * 0.0  # keeps the graph whole when nothing is supervised
-    for start in range(0, len(targets), chunk):
-        total = total + checkpoint(_chunk_loss, states[start:start + chunk], targets[start:start + chunk], head,
-                                   use_reentrant=False)
-    return total, len(targets)
-
-
-def _chunk_loss(states: torch.Tensor, targets: torch.Tensor, head) -> torch.Tensor:
-    return torch.nn.functional.cross_entropy(head(states).float(), targets, reduction="sum")
 
 
 class GlyphTrainer(Trainer):
@@ -196,7 +172,7 @@ class GlyphTrainer(Trainer):
         finally:
             hook.remove()
         total, count = chunked_cross_entropy(captured["hidden"], labels, unwrapped.get_output_embeddings(),
-                                             self.cfg.loss_chunk_tokens)
+                                             self.cfg.loss_chunk_tokens, stats=self.progress.collectives)
         loss = total / (num_items_in_batch if num_items_in_batch is not None else max(count, 1))
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # ranks' gradients are averaged, tokens were summed
@@ -227,7 +203,7 @@ class RunLog(TrainerCallback):
             return
         now = time.perf_counter()
         seconds, self.last = max(now - self.last, 1e-9), now
-        tokens, attention_units, tasks = self.progress.take()
+        tokens, attention_units, tasks, collectives = self.progress.take()
         if not tokens and "num_tokens" in logs:  # GRPO counts its own (prompt and completion) tokens
             tokens, self.seen_tokens = int(logs["num_tokens"]) - self.seen_tokens, int(logs["num_tokens"])
         flops = 6 * self.params * tokens + 12 * self.layers * self.hidden * attention_units
@@ -240,7 +216,7 @@ class RunLog(TrainerCallback):
                   "elapsed_s": round(now - self.started, 2), "eta_s": round(eta, 1), "tasks": tasks,
                   "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
                   if torch.cuda.is_available() else None,
-                  **{k: v for k, v in logs.items() if k.startswith(RL_METRICS)}}
+                  **collectives, **{k: v for k, v in logs.items() if k.startswith(RL_METRICS)}}
         if not state.is_world_process_zero:
             return
         with self.path.open("a") as handle:
@@ -310,9 +286,22 @@ def _same_source(saved: str, given: str) -> bool:
         return False
 
 
+def cpu_process_group(timeout_s: int) -> None:
+    """On the CPU, start the gloo process group with `timeout_s` ourselves: transformers' TrainingArguments
+    passes `ddp_timeout` on for GPUs but drops it with `use_cpu`, which would leave torch's 30 minutes."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) < 2 or dist.is_initialized():
+        return
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
+
+
 def stage_output(cfg: TrainConfig) -> str:
     """Set up the process for a stage and return where it writes (an s3:// output is staged locally)."""
     ensure_distributed_env()
+    cpu_process_group(cfg.ddp_timeout)
     if not sys.stderr.isatty():  # task logs: no progress bars from loading and saving
         from transformers.utils import logging as hf_logging
 
@@ -339,12 +328,24 @@ def start_run(cfg: TrainConfig, args: TrainingArguments, local: str, workers: in
     return checkpoint, position, model, processor
 
 
+class SameCallsOnEveryRank(TrainerCallback):
+    """The vision tower runs on every rank in every forward (installed once the model is wrapped)."""
+
+    def __init__(self):
+        self.guard = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.guard is None and model is not None:
+            self.guard = VisionOnEveryRank(getattr(model, "module", model))
+
+
 def run_callbacks(cfg: TrainConfig, local: str, model, progress: Progress, workers: int) -> list:
-    """Plain progress lines and metrics.jsonl; data positions and the s3:// upload with every checkpoint."""
+    """Plain progress lines and metrics.jsonl; data positions and the s3:// upload with every checkpoint;
+    the same module calls on every rank."""
     text = model.config.get_text_config()
     params = sum(p.numel() for p in model.parameters())
     return [RunLog(cfg, local, progress, params, text.num_hidden_layers, text.hidden_size),
-            CheckpointSync(cfg, local, progress, workers)]
+            CheckpointSync(cfg, local, progress, workers), SameCallsOnEveryRank()]
 
 
 def finish_run(trainer: Trainer, processor, cfg: TrainConfig, local: str, checkpoint: str | None) -> None:
