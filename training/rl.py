@@ -49,7 +49,7 @@ def grpo_arguments(cfg: TrainConfig, local: str):
         epsilon=cfg.epsilon_low, epsilon_high=cfg.epsilon_high, beta=cfg.beta, num_iterations=cfg.num_iterations,
         scale_rewards="group", bf16=bf16_available(), activation_checkpointing=cfg.gradient_checkpointing,
         deepspeed=deepspeed_config(cfg), save_strategy="steps", save_steps=cfg.save_every,
-        save_total_limit=cfg.save_total_limit, logging_steps=cfg.log_every, report_to=[], seed=cfg.seed,
+        save_total_limit=None, logging_steps=cfg.log_every, report_to=[], seed=cfg.seed,  # CheckpointSync rotates
         disable_tqdm=not sys.stderr.isatty(), use_cpu=not torch.cuda.is_available(), remove_unused_columns=False,
         ddp_timeout=cfg.ddp_timeout,
         # TRL gathers the logged images only on ranks whose batch has some: a rank with text prompts alone

@@ -33,13 +33,13 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from training.checkpoints import CheckpointSync, agreed_checkpoint, read_json
 from training.collectives import VisionOnEveryRank, chunked_cross_entropy
 from training.config import TrainConfig
 from training.data.chat import IGNORE
 from training.outputs import local_output, sync_down, sync_up
 from training.errors import UsageError
 
-POINTER = "latest"
 # GRPO's own metrics kept in metrics.jsonl: rewards per function, clip ratios, degenerate groups, lengths, KL.
 RL_METRICS = ("reward", "rewards/", "clip_ratio/", "frac_reward_zero_std", "completions/", "kl", "entropy")
 
@@ -89,7 +89,8 @@ def training_arguments(cfg: TrainConfig, local: str) -> TrainingArguments:
         activation_checkpointing=cfg.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         deepspeed=deepspeed_config(cfg), save_strategy="steps", save_steps=cfg.save_every,
-        save_total_limit=cfg.save_total_limit, logging_steps=cfg.log_every, report_to=[], seed=cfg.seed,
+        save_total_limit=None,  # CheckpointSync rotates, after the pointer moves
+        logging_steps=cfg.log_every, report_to=[], seed=cfg.seed,
         ignore_data_skip=True,  # our readers resume at their saved positions instead
         disable_tqdm=not sys.stderr.isatty(), use_cpu=not torch.cuda.is_available(), ddp_timeout=cfg.ddp_timeout,
         average_tokens_across_devices=True, remove_unused_columns=False)
@@ -235,35 +236,16 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-class CheckpointSync(TrainerCallback):
-    """After each checkpoint: every rank's data position, then (s3://) the upload, then the pointer, last."""
-
-    def __init__(self, cfg: TrainConfig, local: str, progress: Progress, workers: int):
-        self.cfg, self.local, self.progress, self.workers = cfg, local, progress, workers
-
-    def on_save(self, args, state, control, **kwargs):
-        name = f"checkpoint-{state.global_step}"
-        folder = Path(args.output_dir) / name
-        position = {"world_size": args.world_size, "workers": self.workers, "batches": self.progress.batches,
-                    "positions": {str(k): v for k, v in self.progress.positions.items()},
-                    "model": self.cfg.model, "data": self.cfg.data}  # what the run trains: a resume must match
-        (folder / f"data-position-rank{args.process_index}.json").write_text(json.dumps(position))
-        sync_up(self.local, self.cfg.output_dir, args.local_process_index, only=f"checkpoints/{name}")
-        torch.distributed.barrier()
-        if state.is_world_process_zero:
-            (Path(args.output_dir) / POINTER).write_text(name + "\n")
-            sync_up(self.local, self.cfg.output_dir, 0, only="metrics.jsonl")
-            sync_up(self.local, self.cfg.output_dir, 0, only=f"checkpoints/{POINTER}")
-        torch.distributed.barrier()
-
-
 def resume_point(args: TrainingArguments, cfg: TrainConfig, workers: int) -> tuple[str | None, dict]:
-    """(checkpoint folder, this rank's data position) of the newest complete checkpoint, or (None, {})."""
-    pointer = Path(args.output_dir) / POINTER
-    if not pointer.is_file():
+    """(checkpoint folder, this rank's data position) of the checkpoint to resume from, or (None, {})."""
+    folder = agreed_checkpoint(Path(args.output_dir), args.process_index, args.world_size)
+    if folder is None:
         return None, {}
-    folder = Path(args.output_dir) / pointer.read_text().strip()
-    saved = json.loads((folder / f"data-position-rank{args.process_index}.json").read_text())
+    try:
+        saved = read_json(folder / f"data-position-rank{args.process_index}.json")
+    except ValueError as err:
+        raise UsageError(f"resume: {folder} has no data position for rank {args.process_index} ({err}): "
+                         "it was written by fewer ranks, or on another node's disk") from None
     if (saved["world_size"], saved["workers"]) != (args.world_size, workers):
         raise UsageError(f"resume: {folder} was written by {saved['world_size']} ranks with "
                          f"{saved['workers']} DataLoader workers each; this run has {args.world_size} and {workers}. "
