@@ -373,7 +373,10 @@ def export(trainer: Trainer, processor, cfg: TrainConfig, local: str, args: Trai
     target = Path(local) / "model"
     trainer.save_model(str(target))  # ZeRO-3: gathered into one 16-bit state dict
     if args.process_index == 0:
+        from training.models.processor import write_serving_layout
+
         processor.save_pretrained(target)
+        write_serving_layout(target)  # names the stock Glm4vProcessor, as a released GLM-4.1V folder does
     write_parameter_digest(trainer, local, args.process_index)
     if args.process_index == 0:
         sync_up(local, cfg.output_dir, 0, only="model")

@@ -107,3 +107,41 @@ def local_model_path(path: str) -> str:
             local.parent.mkdir(parents=True, exist_ok=True)
             store.download(obj.uri, local)
     return str(target)
+
+
+VIDEO_DEFAULTS = {"video_processor_type": "Glm4vVideoProcessor", "do_sample_frames": True, "fps": 2, "num_frames": 16,
+                  "max_duration": 300, "size": {"shortest_edge": 112 * 112, "longest_edge": 28 * 28 * 2 * 30000},
+                  "max_image_size": {"longest_edge": 28 * 28 * 2 * 30000}}
+
+
+def write_serving_layout(folder) -> None:
+    """Lay an exported GLM-4.1V folder out as a released one, for stock `AutoProcessor` and vLLM.
+
+    Our image-only processor stays internal (`load_processor` builds it from these files): the folder
+    names the stock `Glm4vProcessor`, with the image processor in `preprocessor_config.json`, GLM-4.1V's
+    video processor settings in `video_preprocessor_config.json` (the same patch sizes and
+    normalisation), both also nested in `processor_config.json` as transformers 5 writes it, and a
+    tokenizer class every transformers version knows.
+    """
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    if json.loads((folder / "config.json").read_text()).get("model_type") != "glm4v":
+        return  # another model's processor is saved as its own classes already
+    combined_path = folder / "processor_config.json"
+    combined = json.loads(combined_path.read_text()) if combined_path.exists() else {}
+    image = combined.get("image_processor") or json.loads((folder / "preprocessor_config.json").read_text())
+    image = {**image, "image_processor_type": "Glm4vImageProcessor", "processor_class": "Glm4vProcessor"}
+    shared = {k: image[k] for k in ("patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std",
+                                    "do_resize", "do_rescale", "do_normalize", "do_convert_rgb", "resample",
+                                    "rescale_factor") if k in image}
+    video = {**VIDEO_DEFAULTS, **shared, "processor_class": "Glm4vProcessor"}
+    combined.update(processor_class="Glm4vProcessor", image_processor=image, video_processor=video)
+    for name, value in (("processor_config.json", combined), ("preprocessor_config.json", image),
+                        ("video_preprocessor_config.json", video)):
+        (folder / name).write_text(json.dumps(value, indent=2) + "\n")
+    tokenizer_path = folder / "tokenizer_config.json"
+    tokenizer = json.loads(tokenizer_path.read_text())
+    tokenizer.update(processor_class="Glm4vProcessor", tokenizer_class="PreTrainedTokenizerFast")
+    tokenizer_path.write_text(json.dumps(tokenizer, indent=2) + "\n")

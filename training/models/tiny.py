@@ -86,4 +86,7 @@ def make_tiny_model(out: str | Path, seed: int = 0) -> Path:
     model.generation_config.pad_token_id = ids("<|endoftext|>")
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    from training.models.processor import write_serving_layout
+
+    write_serving_layout(out)  # laid out as a released GLM-4.1V folder
     return out
