@@ -21,13 +21,10 @@ chunks stay under `torch.utils.checkpoint`, whose gradients are exact.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from training.data.chat import IGNORE
 
-log = logging.getLogger(__name__)
 
 
 def world_size() -> int:
@@ -149,8 +146,3 @@ class VisionOnEveryRank:
             batch, length = input_ids.shape
             kwargs["position_ids"] = torch.arange(length, device=device).view(1, 1, -1).expand(3, batch, -1)
         return self.original(*args, **kwargs)
-
-    def remove(self) -> None:
-        if self.original is not None:
-            self.inner.forward = self.original
-            self.original = None
