@@ -12,16 +12,22 @@ import torch.distributed as dist
 from training.config import TrainConfig
 from training.trainer import stage_output, training_arguments
 
-cfg = TrainConfig(ddp_timeout=int(sys.argv[1]), deepspeed="none", output_dir=sys.argv[2])
-args = training_arguments(cfg, stage_output(cfg))
-print(f"rank {args.process_index} of {args.world_size} ready", flush=True)
-if dist.get_rank() == 1:
-    time.sleep(90)  # out of step: never joins the barrier
-    os._exit(0)
-started = time.time()
-try:
-    dist.barrier()
-except RuntimeError as err:
-    print(f"rank 0 gave up after {time.time() - started:.1f} s: {str(err).splitlines()[0]}", flush=True)
-    os._exit(3)
-print("rank 0 passed the barrier", flush=True)
+
+def main():
+    cfg = TrainConfig(ddp_timeout=int(sys.argv[1]), deepspeed="none", output_dir=sys.argv[2])
+    args = training_arguments(cfg, stage_output(cfg))
+    print(f"rank {args.process_index} of {args.world_size} ready", flush=True)
+    if dist.get_rank() == 1:
+        time.sleep(90)  # out of step: never joins the barrier
+        os._exit(0)
+    started = time.time()
+    try:
+        dist.barrier()
+    except RuntimeError as err:
+        print(f"rank 0 gave up after {time.time() - started:.1f} s: {str(err).splitlines()[0]}", flush=True)
+        os._exit(3)
+    print("rank 0 passed the barrier", flush=True)
+
+
+if __name__ == "__main__":
+    main()
