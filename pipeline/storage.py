@@ -72,7 +72,11 @@ def temporary_name(name: str, run_id: str) -> str:
 
 
 def is_run_temporary(name: str, run_id: str | None = None) -> bool:
-    """A temporary file written by a pipeline run (by `run_id`, if given); a user's own `.tmp` files are not."""
+    """A temporary file written by a pipeline run (by `run_id`, if given); a user's own `.tmp` files are not.
+    A lease's temporary never counts: another run may be writing it to ask for the lease right now, and
+    a clean-up that removed it made that run fail with a raw ENOENT instead of "another run is writing here"."""
+    if name.startswith("..glyph-lease.json."):  # temporary_name(".glyph-lease.json", run)
+        return False
     return bool(_RUN_TEMPORARY.match(name)) and (run_id is None or f".{run_id}." in name)
 
 

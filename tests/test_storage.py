@@ -230,5 +230,7 @@ def test_run_temporaries_carry_the_run_id(tmp_path):
     assert storage.is_run_temporary(name) and storage.is_run_temporary(name, "run-0123456789ab")
     assert not storage.is_run_temporary(name, "run-ffffffffffff")
     assert not storage.is_run_temporary(".notes.tmp") and not storage.is_run_temporary("draft.tmp")
+    lease = storage.temporary_name(".glyph-lease.json", "run-0123456789ab")  # another run asking for the lease
+    assert not storage.is_run_temporary(lease) and not storage.is_run_temporary(lease, "run-0123456789ab")
     store.write_text(str(tmp_path / "y.txt"), "y")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["y.txt"]
