@@ -16,13 +16,11 @@ import pytest
 from pipeline.cli import main as pipeline_main
 from training.checkpoints import find_checkpoint
 from training.errors import UsageError
+from tests.support.training import env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
-
-def env():
-    return {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"), "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main as pipeline_main
+from tests.support.training import env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -29,9 +30,6 @@ def setup(tmp_path_factory, sample_docs):
     assert pipeline_main(["render", "--shard", str(many), "--out", str(root / "many-pages")]) == 0
     return root
 
-
-def env():
-    return {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"), "OMP_NUM_THREADS": "1"}
 
 
 def run(stage, *args, launcher=None, timeout=600, module_flag=True):

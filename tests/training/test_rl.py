@@ -13,13 +13,11 @@ from pipeline.cli import main as pipeline_main
 from pipeline.evaluate.client import ChatClient
 from tests.support.openai_server import ScriptedChatServer
 from training.rewards import REWARDS, get_reward, llm_judge_reward, trl_rewards
+from tests.support.training import env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
-
-def env():
-    return {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"), "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.cli import main as pipeline_main
 from tests.support.s3 import free_port
+from tests.support.training import env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -46,9 +47,6 @@ def data(tmp_path_factory, sample_docs):
     (root / "rl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
     return root
 
-
-def env():
-    return {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions"), "OMP_NUM_THREADS": "1"}
 
 
 def two_ranks(stage: str, *args: str) -> list[str]:
