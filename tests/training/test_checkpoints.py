@@ -16,7 +16,7 @@ import pytest
 from pipeline.cli import main as pipeline_main
 from training.checkpoints import find_checkpoint
 from training.errors import UsageError
-from tests.support.training import env
+from tests.support.train_env import env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

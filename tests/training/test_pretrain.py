@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main as pipeline_main
-from tests.support.training import env
+from tests.support.train_env import env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

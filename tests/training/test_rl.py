@@ -13,7 +13,7 @@ from pipeline.cli import main as pipeline_main
 from pipeline.evaluate.client import ChatClient
 from tests.support.openai_server import ScriptedChatServer
 from training.rewards import REWARDS, get_reward, llm_judge_reward, trl_rewards
-from tests.support.training import env
+from tests.support.train_env import env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

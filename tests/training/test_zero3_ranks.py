@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.cli import main as pipeline_main
 from tests.support.s3 import free_port
-from tests.support.training import env
+from tests.support.train_env import env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

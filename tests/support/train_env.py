@@ -1,4 +1,5 @@
-"""What the training tests share: the environment a training subprocess runs in."""
+"""What the training tests share: the environment a training subprocess runs in (not named training.py:
+scripts run from tests/support would import it in place of the training package)."""
 
 import os
 from pathlib import Path
